@@ -1,0 +1,95 @@
+"""Hooks: callbacks that observe events as they happen.
+
+``em.hooks.on("after_task_run", fn)`` calls ``fn(event)`` for every such event, inline,
+in the tasklet's own task: a sync ``fn`` is called, an async one awaited (as Aura does).
+Any event name of :data:`~aura_nb.core.EVENT_NAMES` can be observed, not only Aura's
+four. A hook that raises is recorded as a ``hook_error`` event and changes nothing else:
+not the tasklet's outcome, not its permits. A hook that is *cancelled* lets the
+cancellation propagate, like everything else.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from ._errors import HookError
+from ._events import EVENT_NAMES
+
+__all__ = ["HookBus"]
+
+Hook = Callable[[Any], Any]
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    while hasattr(fn, "func"):  # functools.partial
+        fn = fn.func  # type: ignore[attr-defined]
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+class HookBus:
+    """The callbacks registered per event name."""
+
+    def __init__(self) -> None:
+        # Indexed by event code: the hot path checks ``self.by_code[code]`` (a list).
+        # Tuples, replaced on every change: the manager iterates them without copying.
+        self.by_code: list[tuple[tuple[Hook, bool], ...]] = [() for _ in EVENT_NAMES]
+        # sync_only[code]: every hook of the event, and every hook_error hook, is sync,
+        # so the manager can call them without creating a coroutine.
+        self.sync_only: list[bool] = [True for _ in EVENT_NAMES]
+
+    def _changed(self) -> None:
+        errors_sync = all(not a for _, a in self.by_code[EVENT_NAMES.index("hook_error")])
+        self.sync_only = [errors_sync and all(not a for _, a in hooks) for hooks in self.by_code]
+
+    def on(self, event: str, fn: Hook | None = None) -> Any:
+        """Call ``fn(event_obj)`` for every event named ``event``; usable as a decorator.
+
+        Returns ``fn``. Raises HookError for an unknown event name or a callback that
+        cannot be called with one positional argument.
+        """
+        if fn is None:
+            return lambda f: self.on(event, f)
+        code = self._code(event)
+        if not callable(fn):
+            raise HookError(f"hook for {event!r}: {fn!r} is not callable")
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins have no signature: trust them
+            sig = None
+        if sig is not None:
+            try:
+                sig.bind(object())
+            except TypeError:
+                raise HookError(
+                    f"hook {getattr(fn, '__qualname__', fn)!r} for {event!r}: its signature {sig} "
+                    "cannot take the one argument (the Event) a hook receives"
+                ) from None
+        self.by_code[code] = (*self.by_code[code], (fn, _is_async(fn)))
+        self._changed()
+        return fn
+
+    def off(self, event: str, fn: Hook) -> None:
+        """Stop calling ``fn`` for ``event`` (no error if it was not registered)."""
+        code = self._code(event)
+        self.by_code[code] = tuple((f, a) for f, a in self.by_code[code] if f is not fn)
+        self._changed()
+
+    def clear(self) -> None:
+        self.by_code = [() for _ in EVENT_NAMES]
+        self._changed()
+
+    def registered(self, event: str) -> list[Hook]:
+        return [fn for fn, _ in self.by_code[self._code(event)]]
+
+    @staticmethod
+    def _code(event: str) -> int:
+        try:
+            return EVENT_NAMES.index(event)
+        except ValueError:
+            raise HookError(f"unknown event name {event!r} (known: {', '.join(EVENT_NAMES)})") from None
+
+    def __repr__(self) -> str:
+        counts = {name: len(h) for name, h in zip(EVENT_NAMES, self.by_code) if h}
+        return f"<HookBus {counts}>"

@@ -1,0 +1,106 @@
+"""Frozen snapshots of a manager's limits, for gauges and tests (never live views)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = ["LimitStatistics", "ManagerStatistics", "ResourceWait", "WaitReport"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStatistics:
+    """One limit: ``in_use`` of ``capacity`` tokens held, ``waiting`` tasklets need one."""
+
+    name: str
+    capacity: int
+    in_use: int
+    waiting: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.in_use)
+
+    @property
+    def load(self) -> float:
+        """in_use / capacity (can exceed 1 right after a capacity was lowered)."""
+        return self.in_use / self.capacity
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting>"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerStatistics:
+    """Everything a dashboard shows, taken at one instant ``t`` (manager clock)."""
+
+    t: float
+    global_limit: LimitStatistics
+    resources: Mapping[str, LimitStatistics]
+    waiting: int
+    planning: int
+    running: int
+    by_status: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def limits(self) -> tuple[LimitStatistics, ...]:
+        """The global limit first, then each resource in declaration order."""
+        return (self.global_limit, *self.resources.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting, planning or running, and every token back."""
+        return not (self.waiting or self.planning or self.running) and all(lim.in_use == 0 for lim in self.limits)
+
+    def __repr__(self) -> str:
+        limits = ", ".join(f"{lim.name} {lim.in_use}/{lim.capacity}+{lim.waiting}w" for lim in self.limits)
+        return (
+            f"<ManagerStatistics {limits}; waiting={self.waiting} planning={self.planning} "
+            f"running={self.running} finished={dict(self.by_status)}>"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceWait:
+    """One limit a waiting tasklet needs, and who holds it now."""
+
+    name: str
+    capacity: int
+    in_use: int
+    holders: tuple[str, ...]  # "id (name)" of the tasklets holding a token
+    busy: bool  # no token free for this tasklet (full, or reserved for an older waiter)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitReport:
+    """Why a tasklet waits: answer to ``em.why(handle)``."""
+
+    tasklet_id: str
+    name: str
+    status: str
+    position: int | None  # 0 = the oldest waiter; None when not waiting
+    waiting_total: int
+    needs: tuple[ResourceWait, ...]
+    reserved_by: str | None  # the older waiter whose reservation blocks this one, if any
+
+    def __str__(self) -> str:
+        head = f"tasklet {self.tasklet_id} ({self.name!r})"
+        if self.position is None:
+            return f"{head} is not waiting: it is {self.status}."
+        lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
+        for need in self.needs:
+            if need.busy:
+                who = ", ".join(need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
+                lines.append(f"  {need.name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
+            else:
+                lines.append(f"  {need.name}: free ({need.in_use}/{need.capacity})")
+        if self.reserved_by:
+            lines.append(
+                f"  the oldest waiter, {self.reserved_by}, has first claim on the next free token of what it needs"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,571 @@
+"""The execution manager: atomic limits, fairness, hooks, timeouts and cancellation."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter, defaultdict
+
+import anyio
+import pytest
+
+import aura_nb as an
+
+pytestmark = pytest.mark.anyio
+
+
+class Holders:
+    """Counts how many tasks hold each limit at once, from inside the tasks."""
+
+    def __init__(self) -> None:
+        self.now: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+
+    def enter(self, names: list[str]) -> None:
+        for name in names:
+            self.now[name] += 1
+            self.peak[name] = max(self.peak[name], self.now[name])
+
+    def leave(self, names: list[str]) -> None:
+        for name in names:
+            self.now[name] -= 1
+
+
+def assert_idle(em: an.ExecutionManager) -> None:
+    stats = em.statistics()
+    assert stats.idle, stats
+    assert all(lim.waiting == 0 for lim in stats.limits), stats
+
+
+async def test_submit_returns_the_result_and_passes_params() -> None:
+    async def add(a: int, b: int) -> int:
+        await anyio.sleep(0)
+        return a + b
+
+    async with an.ExecutionManager() as em:
+        assert await em.submit(an.Tasklet(add, params={"a": 2, "b": 3})) == 5
+        assert_idle(em)
+
+
+async def test_sync_tasks_run_in_a_worker_thread() -> None:
+    loop_thread = threading.get_ident()
+
+    def where(x: int) -> tuple[int, int]:
+        return threading.get_ident(), x * 2
+
+    async with an.ExecutionManager() as em:
+        ident, value = await em.submit(an.Tasklet(where, params={"x": 21}))
+    assert value == 42
+    assert ident != loop_thread
+
+
+async def test_the_tasks_own_exception_reaches_the_caller_unchanged() -> None:
+    class Boom(Exception):
+        pass
+
+    err = Boom("the device is on fire")
+
+    async def fail() -> None:
+        raise err
+
+    async with an.ExecutionManager() as em:
+        with pytest.raises(Boom) as info:
+            await em.submit(an.Tasklet(fail, resource_tags=["gpu:1"]))
+        assert info.value is err
+        # even a TimeoutError raised by the task itself is not mistaken for a timeout
+        async def own_timeout() -> None:
+            raise TimeoutError("the remote API timed out")
+
+        with pytest.raises(TimeoutError) as info2:
+            await em.submit(an.Tasklet(own_timeout, timeout=5))
+        assert not isinstance(info2.value, an.TaskletTimeoutError)
+        assert_idle(em)
+    runs = em.events.runs()
+    assert list(runs["status"]) == ["failed", "failed"]
+
+
+async def test_limits_are_never_exceeded() -> None:
+    caps = {"a": 2, "b": 1, "c": 3}
+    holders = Holders()
+    rng = random.Random(7)
+
+    def make(names: list[str]):
+        async def body() -> None:
+            holders.enter(["global", *names])
+            await anyio.sleep(rng.random() * 0.003)
+            holders.leave(["global", *names])
+
+        return body
+
+    async with an.ExecutionManager(max_concurrency=4, capacities=caps) as em:
+        async with anyio.create_task_group() as tg:
+            for _ in range(120):
+                names = rng.sample(sorted(caps), rng.randint(0, 3))
+                tags = [f"{n}:{caps[n]}" for n in names]
+                tg.start_soon(em.submit, an.Tasklet(make(names), resource_tags=tags))
+        assert_idle(em)
+    assert holders.peak["global"] <= 4
+    for name, cap in caps.items():
+        assert holders.peak[name] <= cap, (name, holders.peak)
+    assert holders.peak["global"] == 4  # the limits were actually reached
+    assert em.statistics().by_status["succeeded"] == 120
+
+
+async def test_opposite_tag_orders_never_deadlock() -> None:
+    async def work() -> None:
+        await anyio.sleep(0)
+
+    async with an.ExecutionManager(max_concurrency=8) as em:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(200):
+                    tags = ["a:1", "b:1"] if i % 2 == 0 else ["b:1", "a:1"]
+                    tg.start_soon(em.submit, an.Tasklet(work, resource_tags=tags))
+        assert em.statistics().by_status["succeeded"] == 200
+        assert_idle(em)
+
+
+async def test_a_waiting_gpu_tasklet_does_not_hold_a_global_slot() -> None:
+    """With one-by-one acquisition the untagged tasklets would wait for ~38 gpu ones."""
+    log: list[tuple[str, str, int]] = []
+
+    def make(kind: str, i: int):
+        async def body() -> None:
+            log.append(("start", kind, i))
+            await anyio.sleep(0.02)
+            log.append(("end", kind, i))
+
+        return body
+
+    async with an.ExecutionManager(max_concurrency=4) as em:
+        # start() fixes each tasklet's place in the queue at once, on both backends
+        handles = [em.start(an.Tasklet(make("gpu", i), resource_tags=["gpu:1"])) for i in range(40)]
+        handles += [em.start(an.Tasklet(make("plain", i))) for i in range(40)]
+        for handle in handles:
+            await handle
+    first_plain_start = next(k for k, e in enumerate(log) if e[:2] == ("start", "plain"))
+    second_gpu_end = [k for k, e in enumerate(log) if e[:2] == ("end", "gpu")][1]
+    assert first_plain_start < second_gpu_end
+    # the gpu tasklets ran one at a time, in submission order
+    gpu_starts = [i for what, kind, i in log if what == "start" and kind == "gpu"]
+    assert gpu_starts == list(range(40))
+
+
+async def test_a_multi_resource_tasklet_is_not_starved_by_a_stream() -> None:
+    order: list[str] = []
+    stop = anyio.Event()
+
+    def db_only(i: int):
+        async def body() -> None:
+            order.append(f"db{i}")
+            await anyio.sleep(0.002)
+
+        return body
+
+    async def both() -> None:
+        order.append("BOTH")
+
+    async with an.ExecutionManager(max_concurrency=8, capacities={"gpu": 1, "db": 1}) as em:
+        async def stream(tg: anyio.abc.TaskGroup) -> None:
+            i = 0
+            while not stop.is_set():
+                tg.start_soon(em.submit, an.Tasklet(db_only(i), resource_tags=["db"]))
+                i += 1
+                await anyio.sleep(0.0005)
+                if i == 20:
+                    tg.start_soon(finish_both)
+            # keep the stream going a little after BOTH was submitted
+
+        async def finish_both() -> None:
+            await em.submit(an.Tasklet(both, resource_tags=["gpu", "db"]))
+            stop.set()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stream, tg)
+        assert_idle(em)
+    frame = em.events.to_frame()
+    submitted = frame[frame["event"] == "tasklet_submitted"].set_index("tasklet_id")["seq"]
+    acquired = frame[frame["event"] == "resources_acquired"].set_index("tasklet_id")["seq"]
+    both_id = frame.loc[frame["task"].str.endswith("both"), "tasklet_id"].iloc[0]
+    later = submitted[submitted > submitted[both_id]].index
+    assert len(later) > 0, "the stream went on after BOTH was submitted"
+    # No db tasklet submitted after BOTH got the db before BOTH did.
+    assert (acquired[later] > acquired[both_id]).all()
+    assert "BOTH" in order
+
+
+async def test_an_impossible_capacity_change_still_drains() -> None:
+    gate = anyio.Event()
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async def quick() -> None:
+        pass
+
+    async with an.ExecutionManager(capacities={"gpu": 2}) as em:
+        h1 = em.start(an.Tasklet(hold, resource_tags=["gpu"]))
+        h2 = em.start(an.Tasklet(hold, resource_tags=["gpu"]))
+        await anyio.sleep(0.01)
+        em.set_capacity("gpu", 1)  # shrinking never preempts the holders
+        h3 = em.start(an.Tasklet(quick, resource_tags=["gpu"]))
+        await anyio.sleep(0.01)
+        assert em.statistics().resources["gpu"].in_use == 2
+        assert h3.status == "waiting"
+        em.set_capacity("gpu", 3)  # growing wakes the waiter
+        with anyio.fail_after(5):
+            await h3
+        gate.set()
+        await h1
+        await h2
+        assert_idle(em)
+
+
+# -- hooks -----------------------------------------------------------------------------
+def record_hooks(em: an.ExecutionManager) -> list[tuple[str, str | None]]:
+    seen: list[tuple[str, str | None]] = []
+    for name in an.AURA_HOOKS:
+        em.hooks.on(name, lambda ev: seen.append((ev.event, ev.status)))
+    return seen
+
+
+def lifecycle(em: an.ExecutionManager) -> list[str]:
+    return [ev.event for ev in em.events]
+
+
+async def test_hooks_on_success() -> None:
+    async def ok() -> str:
+        return "fine"
+
+    async with an.ExecutionManager() as em:
+        seen = record_hooks(em)
+        results = []
+
+        async def async_hook(ev: an.Event) -> None:
+            await anyio.sleep(0)
+            results.append(ev.result)
+
+        em.hooks.on("after_task_success", async_hook)
+        assert await em.submit(an.Tasklet(ok, resource_tags=["gpu:1"])) == "fine"
+    assert seen == [
+        ("before_task_run", None),
+        ("after_task_success", None),
+        ("after_task_run", "succeeded"),
+    ]
+    assert results == ["fine"]
+    assert lifecycle(em) == [
+        "tasklet_submitted",
+        "resources_acquired",
+        "before_task_run",
+        "after_task_success",
+        "resources_released",
+        "after_task_run",
+    ]
+
+
+async def test_hooks_on_exception() -> None:
+    async def bad() -> None:
+        raise KeyError("x")
+
+    async with an.ExecutionManager() as em:
+        seen = record_hooks(em)
+        errors = []
+        em.hooks.on("after_task_failure", lambda ev: errors.append(ev.error))
+        with pytest.raises(KeyError):
+            await em.submit(an.Tasklet(bad))
+        assert_idle(em)
+    assert seen == [("before_task_run", None), ("after_task_failure", "failed"), ("after_task_run", "failed")]
+    assert isinstance(errors[0], KeyError)
+    assert lifecycle(em)[-3:] == ["after_task_failure", "resources_released", "after_task_run"]
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_hooks_on_timeout(sync: bool) -> None:
+    if sync:
+        import time
+
+        def slow() -> None:
+            time.sleep(0.2)
+    else:
+
+        async def slow() -> None:
+            await anyio.sleep(10)
+
+    async with an.ExecutionManager() as em:
+        seen = record_hooks(em)
+        with pytest.raises(an.TaskletTimeoutError) as info:
+            await em.submit(an.Tasklet(slow, timeout=0.05, resource_tags=["gpu:1"]))
+        assert info.value.phase == "run"
+        assert info.value.limit == 0.05
+        assert isinstance(info.value, TimeoutError)
+        assert_idle(em)
+    assert seen == [("before_task_run", None), ("after_task_failure", "timeout"), ("after_task_run", "timeout")]
+
+
+async def test_hooks_on_cancellation_while_running() -> None:
+    started = anyio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with an.ExecutionManager() as em:
+        seen = record_hooks(em)
+        with anyio.move_on_after(5) as outer:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(em.submit, an.Tasklet(forever, resource_tags=["gpu:1"]))
+                await started.wait()
+                tg.cancel_scope.cancel()
+        assert not outer.cancelled_caught
+        assert_idle(em)
+    assert seen == [("before_task_run", None), ("after_task_failure", "cancelled"), ("after_task_run", "cancelled")]
+    assert lifecycle(em)[-3:] == ["after_task_failure", "resources_released", "after_task_run"]
+
+
+async def test_cancellation_propagates_even_if_a_hook_is_async() -> None:
+    async def forever() -> None:
+        await anyio.sleep_forever()
+
+    hook_ran = []
+
+    async def slow_hook(ev: an.Event) -> None:
+        await anyio.sleep(0.01)  # must run although the tasklet is cancelled
+        hook_ran.append(ev.event)
+
+    async with an.ExecutionManager() as em:
+        em.hooks.on("after_task_failure", slow_hook)
+        em.hooks.on("after_task_run", slow_hook)
+        with anyio.move_on_after(0.05) as scope:
+            await em.submit(an.Tasklet(forever))
+        assert scope.cancelled_caught  # the cancellation reached the caller
+        assert_idle(em)
+    assert hook_ran == ["after_task_failure", "after_task_run"]
+
+
+async def test_a_raising_hook_changes_no_outcome() -> None:
+    async def ok() -> int:
+        return 7
+
+    def broken(ev: an.Event) -> None:
+        raise RuntimeError(f"hook bug in {ev.event}")
+
+    async def broken_async(ev: an.Event) -> None:
+        raise ValueError("async hook bug")
+
+    async with an.ExecutionManager(capacities={"gpu": 1}) as em:
+        for name in an.AURA_HOOKS:
+            em.hooks.on(name, broken)
+        em.hooks.on("after_task_run", broken_async)
+        assert await em.submit(an.Tasklet(ok, resource_tags=["gpu"])) == 7
+        assert_idle(em)
+        frame = em.events.to_frame()
+    errors = frame[frame["event"] == "hook_error"]
+    assert len(errors) == 4
+    assert set(errors["error_type"]) == {"RuntimeError", "ValueError"}
+    assert errors["detail"].str.contains("after_task_run hook").any()
+    assert em.events.runs()["status"].tolist() == ["succeeded"]
+
+
+def test_hook_registration_is_validated() -> None:
+    em = an.ExecutionManager()
+    with pytest.raises(an.HookError, match="unknown event name 'after_run'"):
+        em.hooks.on("after_run", print)
+    with pytest.raises(an.HookError, match="not callable"):
+        em.hooks.on("after_task_run", 42)
+    with pytest.raises(an.HookError, match="cannot take the one argument"):
+        em.hooks.on("after_task_run", lambda: None)
+    with pytest.raises(an.HookError, match="cannot take the one argument"):
+        em.hooks.on("after_task_run", lambda a, b: None)
+    em.hooks.on("after_task_run", lambda ev, extra=1: None)  # defaults are fine
+
+
+# -- handles and cancellation ----------------------------------------------------------
+async def test_start_returns_a_handle() -> None:
+    gate = anyio.Event()
+
+    async def wait_gate() -> str:
+        await gate.wait()
+        return "done"
+
+    async with an.ExecutionManager() as em:
+        handle = em.start(an.Tasklet(wait_gate, name="gate"))
+        assert not handle.done()
+        with pytest.raises(an.ManagerUsageError, match="still"):
+            handle.result()
+        await anyio.sleep(0.01)
+        assert handle.status == "running"
+        gate.set()
+        assert await handle == "done"
+        assert handle.done() and handle.status == "succeeded"
+        assert handle.result() == "done" and handle.exception() is None
+
+
+async def test_cancelling_a_waiting_and_a_running_tasklet_returns_every_permit() -> None:
+    async def forever() -> None:
+        await anyio.sleep_forever()
+
+    async with an.ExecutionManager(max_concurrency=2, capacities={"gpu": 1}) as em:
+        seen = record_hooks(em)
+        running = em.start(an.Tasklet(forever, resource_tags=["gpu"]))
+        waiting = em.start(an.Tasklet(forever, resource_tags=["gpu"]))
+        await anyio.sleep(0.02)
+        stats = em.statistics()
+        assert stats.resources["gpu"].in_use == 1 and stats.resources["gpu"].waiting == 1
+        assert (running.status, waiting.status) == ("running", "waiting")
+        assert waiting.cancel()
+        with pytest.raises(an.TaskletCancelledError):
+            await waiting
+        assert running.cancel()
+        with pytest.raises(an.TaskletCancelledError):
+            await running
+        assert running.cancelled() and waiting.cancelled()
+        assert not running.cancel()  # already finished
+        assert_idle(em)
+        assert em.statistics().by_status["cancelled"] == 2
+    # the waiting one never acquired anything, and still got its two hooks
+    assert seen.count(("after_task_run", "cancelled")) == 2
+    frame = em.events.to_frame()
+    waiting_events = frame[frame["tasklet_id"] == waiting.id]["event"].tolist()
+    assert waiting_events == ["tasklet_submitted", "after_task_failure", "after_task_run"]
+
+
+async def test_cancel_before_the_task_even_started() -> None:
+    ran = []
+
+    async def body() -> None:
+        ran.append(1)
+        await anyio.sleep(0)
+
+    async with an.ExecutionManager() as em:
+        handle = em.start(an.Tasklet(body))
+        handle.cancel()
+        with pytest.raises(an.TaskletCancelledError):
+            await handle
+        assert_idle(em)
+
+
+async def test_a_failing_background_tasklet_keeps_its_error_in_the_handle() -> None:
+    async def bad() -> None:
+        raise ZeroDivisionError("nope")
+
+    async def good() -> int:
+        await anyio.sleep(0.01)
+        return 1
+
+    async with an.ExecutionManager() as em:
+        h_bad = em.start(an.Tasklet(bad))
+        h_good = em.start(an.Tasklet(good))
+        with pytest.raises(ZeroDivisionError):
+            await h_bad
+        assert isinstance(h_bad.exception(), ZeroDivisionError)
+        assert await h_good == 1  # the failure did not tear the others down
+
+
+async def test_done_callbacks() -> None:
+    async def ok() -> int:
+        return 3
+
+    async with an.ExecutionManager() as em:
+        seen = []
+        handle = em.start(an.Tasklet(ok))
+        handle.add_done_callback(lambda h: seen.append(h.result()))
+        await handle
+        handle.add_done_callback(lambda h: seen.append("late"))
+    assert seen == [3, "late"]
+
+
+# -- closing ---------------------------------------------------------------------------
+async def test_aclose_ends_waiters_waits_for_runners_and_refuses_new_work() -> None:
+    gate = anyio.Event()
+    finished = []
+
+    async def hold() -> None:
+        await gate.wait()
+        finished.append("hold")
+
+    em = an.ExecutionManager(max_concurrency=1)
+    results: dict[str, object] = {}
+
+    async def submit(name: str) -> None:
+        try:
+            results[name] = await em.submit(an.Tasklet(hold))
+        except an.AuraError as exc:
+            results[name] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit, "runner")
+        await anyio.sleep(0.01)
+        tg.start_soon(submit, "waiter")
+        await anyio.sleep(0.01)
+
+        async def open_gate() -> None:
+            await anyio.sleep(0.05)
+            gate.set()
+
+        tg.start_soon(open_gate)
+        await em.aclose()
+        assert finished == ["hold"]  # the running one was waited for
+    assert isinstance(results["waiter"], an.ManagerClosedError)
+    assert results["runner"] is None
+    assert_idle(em)
+    assert em.statistics().by_status["cancelled"] == 1
+    with pytest.raises(an.ManagerClosedError, match="closed"):
+        await em.submit(an.Tasklet(hold))
+
+
+async def test_exiting_the_context_with_an_error_cancels_started_tasklets() -> None:
+    async def forever() -> None:
+        await anyio.sleep_forever()
+
+    with pytest.raises(RuntimeError, match="user code failed"):
+        async with an.ExecutionManager() as em:
+            em.start(an.Tasklet(forever))
+            await anyio.sleep(0.01)
+            raise RuntimeError("user code failed")
+    assert_idle(em)
+    assert em.statistics().by_status["cancelled"] == 1
+
+
+def test_start_without_a_loop_says_what_to_do() -> None:
+    async def ok() -> None:
+        pass
+
+    em = an.ExecutionManager()
+    with pytest.raises(an.ManagerUsageError, match="running event loop"):
+        em.start(an.Tasklet(ok))
+    assert len(em.events) == 0
+
+
+# -- statistics and why ------------------------------------------------------------------
+async def test_statistics_is_a_frozen_snapshot() -> None:
+    gate = anyio.Event()
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async with an.ExecutionManager(max_concurrency=3, capacities={"gpu": 1}) as em:
+        handles = [em.start(an.Tasklet(hold, resource_tags=["gpu"])) for _ in range(3)]
+        await anyio.sleep(0.01)
+        snap = em.statistics()
+        with pytest.raises(AttributeError):
+            snap.waiting = 0  # type: ignore[misc]
+        assert (snap.global_limit.in_use, snap.global_limit.waiting) == (1, 2)
+        assert (snap.resources["gpu"].in_use, snap.resources["gpu"].waiting) == (1, 2)
+        assert (snap.running, snap.waiting) == (1, 2)
+        report = em.why(handles[2])
+        assert report.position == 1 and report.waiting_total == 2
+        gpu = next(n for n in report.needs if n.name == "gpu")
+        assert gpu.busy and gpu.holders == (f"{handles[0].id} (hold)",)
+        assert "held by" in str(report)
+        gate.set()
+        for h in handles:
+            await h
+        assert snap.running == 1  # the snapshot did not change
+        assert em.why(handles[0]).position is None
+
+
+async def test_manager_repr_and_live() -> None:
+    async with an.ExecutionManager() as em:
+        assert "ExecutionManager open" in repr(em)
+        assert em.live() == []
