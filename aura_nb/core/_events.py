@@ -191,8 +191,9 @@ class EventLog:
         self._xval: list[tuple[Any, ...]] = []
         # per-tasklet table: (tasklet_id, name, task, plan, resource_tags) per tasklet
         self._tk: list[tuple[str, str, str, str | None, str]] = []
-        self._mono0 = time.monotonic()
-        self._wall0 = time.time()
+        # Wall time of an event = _wall_offset + its monotonic t (one formula everywhere,
+        # so a log read back from SQLite gives bit-identical timestamps).
+        self._wall_offset = time.time() - time.monotonic()
         self._at: array[float] | None = None  # explicit wall times, for logs read from a file
         self._sink: _SqliteSink | None = None
         if path is not None:
@@ -222,7 +223,7 @@ class EventLog:
         return seq
 
     def wall_time(self, t: float) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(self._wall0 + (t - self._mono0), _dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(self._wall_offset + t, _dt.timezone.utc)
 
     def close(self) -> None:
         """Flush and close the SQLite file, if any. Idempotent."""
@@ -284,7 +285,7 @@ class EventLog:
         if self._at is not None:
             at_s = np.frombuffer(self._at, dtype=np.float64, count=n)
         else:
-            at_s = self._wall0 + (t - self._mono0)
+            at_s = self._wall_offset + t
         at_us = np.round(at_s * 1e6).astype(np.int64)
         del at_s
         at = pd.DatetimeIndex(at_us.view("datetime64[us]")).tz_localize("UTC")
@@ -401,7 +402,7 @@ class EventLog:
             mask = codes == _CODE["tasklet_submitted"]
             at_sub[tix_all[mask]] = np.frombuffer(self._at, dtype=np.float64, count=len(frame))[mask]
         else:
-            at_sub = self._wall0 + (submitted - self._mono0)
+            at_sub = self._wall_offset + submitted
         submitted_at = pd.to_datetime(pd.Series(at_sub * 1e6, dtype="float64").round(), unit="us", utc=True)
         return pd.DataFrame(
             {
@@ -559,7 +560,7 @@ class _SqliteSink:
                 sparse = log._sparse(a, n)
                 empty = (None,) * len(_SPARSE)
                 ev_rows = []
-                wall = log._wall0 - log._mono0
+                wall = log._wall_offset
                 for seq in range(a, n):
                     tix = log._tix[seq]
                     t = log._t[seq]
