@@ -1,0 +1,17 @@
+"""The Jupyter front end of aura_nb: widgets, Graphviz drawings, DataFrames and plots.
+
+Built only on the core's public API (``aura_nb.core``): it reads ``statistics()``
+snapshots, listens to events through hooks and reads the event log. Nothing in the
+core knows this package exists.
+
+* ``_render``    -- pure functions ``(plan, path, progress) -> graphviz.Digraph``
+* ``_analysis``  -- utilization over time, timeline and utilization plots (matplotlib)
+* ``_loop``      -- running tasklets from plain cells on the kernel's event loop
+* ``_workbench`` -- the ``Workbench`` dashboard
+"""
+
+from ._analysis import plot_timeline, plot_utilization, utilization
+from ._render import render_path, render_state_map
+from ._workbench import Workbench
+
+__all__ = ["Workbench", "plot_timeline", "plot_utilization", "render_path", "render_state_map", "utilization"]

@@ -1,0 +1,434 @@
+"""The Workbench dashboard, headless: widgets hold their values without a front end.
+
+Asyncio only: the Workbench lives on the Jupyter kernel's loop, which is asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from aura_nb.core import (
+    ExecutionManager,
+    Plan,
+    StatePlanningError,
+    Tasklet,
+    TaskletCancelledError,
+)
+from aura_nb.examples.game import GameDevice, make_game_plan
+from aura_nb.notebook import Workbench
+from aura_nb.notebook import _workbench
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _until(predicate, timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def _assert_gauges_match(wb: Workbench) -> None:
+    stats = wb.manager.statistics()
+    for limit in stats.limits:
+        gauge = wb.gauges[limit.name]
+        assert gauge.bar.max == limit.capacity
+        assert gauge.bar.value == min(limit.in_use, limit.capacity)
+        assert gauge.text.value == f"{limit.in_use} / {limit.capacity} in use · {limit.waiting} waiting"
+
+
+async def test_gauges_follow_statistics_then_settle_and_the_pump_stops() -> None:
+    wb = Workbench(max_concurrency=2, capacities={"gpu": 1})
+    gate = asyncio.Event()
+
+    async def work() -> str:
+        await gate.wait()
+        return "ok"
+
+    handles = [
+        wb.submit(Tasklet(work)),
+        wb.submit(Tasklet(work, resource_tags=["gpu"])),
+        wb.submit(Tasklet(work, resource_tags=["gpu"])),
+    ]
+    assert wb.pumping
+    await _settle()
+    wb.refresh()
+    _assert_gauges_match(wb)
+    gpu = wb.gauges["gpu"]
+    assert (gpu.bar.value, gpu.bar.max) == (1, 1)
+    assert "1 waiting" in gpu.text.value
+    assert gpu.bar.bar_style == "danger" and "aura-load-full" in gpu.box._dom_classes
+    glob = wb.gauges["global"]
+    assert glob.bar.value == 2 and glob.bar.bar_style == "danger"
+    assert "aura-gauge" in glob.box._dom_classes and "aura-gauge-global" in glob.box._dom_classes
+    assert "waiting <b>1</b>" in wb.counters.value and "running <b>2</b>" in wb.counters.value
+    assert handles[2].id in wb.running_table.value
+    assert [value for _, value in wb.tasklet_select.options] == [h.id for h in handles]
+
+    gate.set()
+    assert await asyncio.gather(*handles) == ["ok", "ok", "ok"]
+    # The pump notices the manager is idle, shows the final numbers and stops by itself.
+    await _until(lambda: not wb.pumping)
+    for name in ("global", "gpu"):
+        assert wb.gauges[name].bar.value == 0
+        assert "0 waiting" in wb.gauges[name].text.value
+        assert wb.gauges[name].bar.bar_style == "success"
+        assert "aura-load-ok" in wb.gauges[name].box._dom_classes
+    _assert_gauges_match(wb)
+    assert "succeeded <b>3</b>" in wb.counters.value
+    assert "No tasklet is waiting" in wb.running_table.value
+    assert wb.tasklet_select.options == ()
+    # A new submit restarts it.
+    wb.submit(Tasklet(work))
+    assert wb.pumping
+    await wb.aclose()
+    assert not wb.pumping
+
+
+async def test_pump_updates_the_widgets_by_itself() -> None:
+    wb = Workbench(max_concurrency=4, capacities={"gpu": 2})
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+
+    handles = wb.submit_many([Tasklet(work, resource_tags=["gpu"]) for _ in range(3)])
+    await _until(lambda: wb.gauges["gpu"].bar.value == 2)  # no refresh(): the pump did it
+    assert "1 waiting" in wb.gauges["gpu"].text.value
+    assert wb.gauges["gpu"].bar.bar_style == "danger"
+    gate.set()
+    await asyncio.gather(*handles)
+    await _until(lambda: not wb.pumping)
+    assert wb.gauges["gpu"].bar.value == 0
+
+
+async def test_the_dashboard_watches_only_the_planning_events() -> None:
+    wb = Workbench(max_concurrency=2)
+    hooks = wb.manager.hooks
+    watched = {"state_path_planned", "state_transition_started", "state_transition_finished"}
+    for event in ("tasklet_submitted", "resources_acquired", "before_task_run", "after_task_success",
+                  "after_task_failure", "resources_released", "after_task_run", "state_check"):  # fmt: skip
+        assert hooks.registered(event) == [], event
+    for event in watched:
+        assert len(hooks.registered(event)) == 1
+    await wb.aclose()
+    for event in watched:
+        assert hooks.registered(event) == []
+
+
+async def test_a_background_failure_shows_in_the_error_area() -> None:
+    wb = Workbench(max_concurrency=2)
+
+    async def boom() -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("disk on fire")
+
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    assert "No errors" in wb.errors_widget.value
+    handle = wb.submit(Tasklet(boom, name="backup"))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        await handle
+    text = wb.errors_widget.value
+    assert "RuntimeError" in text and "disk on fire" in text and handle.id in text and "backup" in text
+    assert "aura-errors" in wb.errors_widget._dom_classes
+    assert len(wb.errors) == 1 and "RuntimeError: disk on fire" in wb.errors[0]
+
+    # A cancellation was asked for: it is not an error.
+    other = wb.submit(Tasklet(slow))
+    await _settle()
+    wb.cancel(other)
+    with pytest.raises(TaskletCancelledError):
+        await other
+    assert len(wb.errors) == 1
+
+    wb.clear_errors()
+    assert wb.errors == [] and "No errors" in wb.errors_widget.value
+    await wb.aclose()
+
+
+async def test_a_timeout_shows_in_the_error_area() -> None:
+    wb = Workbench(max_concurrency=1)
+
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    handle = wb.submit(Tasklet(slow, timeout=0.05))
+    with pytest.raises(TimeoutError):
+        await handle
+    assert "TaskletTimeoutError" in wb.errors_widget.value and "timeout" in wb.errors[0]
+    await wb.aclose()
+
+
+async def test_a_resource_declared_later_gets_a_gauge() -> None:
+    wb = Workbench(max_concurrency=3)
+    assert list(wb.gauges) == ["global"]
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+
+    handle = wb.submit(Tasklet(work, resource_tags=["api_key_A:5"]))
+    await _settle()
+    wb.refresh()
+    assert list(wb.gauges) == ["global", "api_key_A"]
+    gauge = wb.gauges["api_key_A"]
+    assert wb.gauges_box.children == (wb.gauges["global"].box, gauge.box)
+    assert {"aura-gauge", "aura-gauge-api_key_A"} <= set(gauge.box._dom_classes)
+    assert (gauge.bar.value, gauge.bar.max) == (1, 5)
+    assert gauge.bar.bar_style == "success"  # 20 % load
+    gate.set()
+    await handle
+    await wb.aclose()
+    assert wb.gauges["api_key_A"].bar.value == 0
+
+
+async def test_cancel_from_the_dashboard() -> None:
+    wb = Workbench(max_concurrency=2, capacities={"gpu": 1})
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    handle = wb.submit(Tasklet(forever, resource_tags=["gpu"], name="stuck"))
+    await _settle()
+    wb.refresh()
+    assert wb.gauges["gpu"].bar.value == 1
+    wb.tasklet_select.value = handle.id
+    wb.cancel_button.click()
+    assert "Cancel requested" in wb.why_area.value
+    with pytest.raises(TaskletCancelledError):
+        await handle
+    assert handle.status == "cancelled"
+    wb.refresh()
+    stats = wb.statistics()
+    assert stats.idle and stats.global_limit.in_use == 0 and stats.resources["gpu"].in_use == 0
+    assert wb.gauges["gpu"].bar.value == 0 and wb.gauges["global"].bar.value == 0
+    assert "cancelled <b>1</b>" in wb.counters.value
+    assert wb.errors == []
+    # Clicking again: the tasklet is gone from the list, nothing to cancel.
+    assert wb.tasklet_select.value is None
+    wb.cancel_button.click()
+    assert "Select a tasklet first" in wb.why_area.value
+    await wb.aclose()
+
+
+async def test_cancel_by_id_and_not_ours() -> None:
+    manager = ExecutionManager(max_concurrency=2)
+    wb = Workbench(manager)
+    assert wb.manager is manager
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    ours = wb.submit(Tasklet(forever))
+    theirs = manager.start(Tasklet(forever))  # not through the workbench: no handle here
+    await _settle()
+    assert wb.cancel(theirs.id) is False
+    wb.refresh()
+    wb.tasklet_select.value = theirs.id
+    wb.cancel_button.click()
+    assert "not submitted through this workbench" in wb.why_area.value
+    assert wb.cancel(ours.id) is True
+    theirs.cancel()
+    await asyncio.gather(ours, theirs, return_exceptions=True)
+    assert wb.cancel(ours) is False  # finished
+    await wb.aclose()
+
+
+async def test_why_names_the_holder() -> None:
+    wb = Workbench(max_concurrency=4, capacities={"gpu": 1})
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+
+    holder = wb.submit(Tasklet(work, resource_tags=["gpu"], name="trainer"))
+    waiter = wb.submit(Tasklet(work, resource_tags=["gpu"], name="evaluator"))
+    await _settle()
+    report = wb.why(waiter)
+    assert report.position == 0
+    assert f"{holder.id} (trainer)" in str(report)
+    # The same answer from the dashboard's button.
+    wb.refresh()
+    wb.tasklet_select.value = waiter.id
+    wb.why_button.click()
+    assert f"{holder.id} (trainer)" in wb.why_area.value and "gpu" in wb.why_area.value
+    assert "aura-why" in wb.why_area._dom_classes
+    gate.set()
+    await asyncio.gather(holder, waiter)
+    await wb.aclose()
+
+
+def _door_plan(record: list[str], wb_box: list[Workbench], *, fail: str | None = None) -> Plan:
+    """outside --open_door--> hall --enter_room--> room; each transition records the path widget."""
+    plan = Plan("house")
+    where = {"now": "outside"}
+    for state in ("outside", "hall", "room"):
+        plan.add_task(lambda state=state: where["now"] == state, name=f"check_{state}")
+        plan.add_state(state, check=f"check_{state}")
+
+    def transition(name: str, to: str):
+        async def move() -> None:
+            wb = wb_box[0]
+            record.append(wb.path_widget.value)
+            await asyncio.sleep(0.01)
+            if name == fail:
+                raise RuntimeError(f"{name}: door stuck")
+            where["now"] = to
+
+        return move
+
+    plan.add_task(transition("open_door", "hall"), name="open_door")
+    plan.add_task(transition("enter_room", "room"), name="enter_room")
+    plan.add_transition("outside", "hall", task="open_door", cost=1)
+    plan.add_transition("hall", "room", task="enter_room", cost=1)
+
+    @plan.task
+    async def tidy() -> str:
+        return "tidy"
+
+    return plan
+
+
+async def test_the_path_is_drawn_before_its_transitions_run_then_coloured() -> None:
+    seen: list[str] = []
+    box: list[Workbench] = []
+    plan = _door_plan(seen, box)
+    wb = Workbench(plans=[plan], max_concurrency=2)
+    box.append(wb)
+    assert "No state path planned yet" in wb.path_widget.value
+    assert await wb.run(Tasklet("house/tidy", required_initial_state="room")) == "tidy"
+    # When the first transition started, the drawing of the whole path was already there.
+    first = seen[0]
+    assert "outside → hall → room" in first
+    assert "step 1/2" in first and "step 2/2" in first
+    if shutil.which("dot"):
+        assert "<svg" in first
+    # After the run, every step shows as done (the DOT source and the widget).
+    assert wb.path_source is not None
+    assert "step 1/2: done" in wb.path_source and "step 2/2: done" in wb.path_source
+    assert "step 1/2: done" in wb.path_widget.value and "step 2/2: done" in wb.path_widget.value
+    assert wb.path_widget.value.count("aura-step-done") == 2
+    assert "aura-path" in wb.path_widget._dom_classes
+    await wb.aclose()
+
+
+async def test_a_failing_transition_shows_failed() -> None:
+    seen: list[str] = []
+    box: list[Workbench] = []
+    wb = Workbench(plans=[_door_plan(seen, box, fail="enter_room")], max_concurrency=2)
+    box.append(wb)
+    with pytest.raises(StatePlanningError):
+        await wb.run(Tasklet("house/tidy", required_initial_state="room"))
+    assert "step 1/2: done" in wb.path_source and "step 2/2: failed" in wb.path_source
+    assert "aura-step-failed" in wb.path_widget.value and "door stuck" in wb.path_widget.value
+    assert "StatePlanningError" in wb.errors_widget.value and "planning_failed" in wb.errors_widget.value
+    await wb.aclose()
+
+
+async def test_background_path_updates_arrive_through_refresh() -> None:
+    plan = make_game_plan(GameDevice(delay=0.01))
+    wb = Workbench(plans=[plan], max_concurrency=2)
+    handle = wb.submit(Tasklet("game/daily_quests", params={"rounds": 1}, required_initial_state="in_game_at_home"))
+    await handle
+    wb.refresh()  # draws whatever the background drawing had not drawn yet
+    assert "logged_out → logged_in → in_game_at_home" in wb.path_widget.value
+    assert wb.path_source.count(": done") == 2
+    await wb.aclose()
+
+
+async def test_without_dot_the_path_shows_dot_text_and_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_workbench, "to_svg", lambda digraph: None)
+    plan = make_game_plan(GameDevice(delay=0.0))
+    wb = Workbench(plans=[plan], max_concurrency=2)
+    await wb.run(Tasklet("game/collect_rewards", required_initial_state="in_game_at_home"))
+    value = wb.path_widget.value
+    assert "<svg" not in value
+    assert "aura-path-dot" in value and "digraph state_map" in value
+    assert "not installed" in value and "apt-get install graphviz" in value
+    await wb.aclose()
+
+
+async def test_run_and_submit_many() -> None:
+    wb = Workbench(max_concurrency=3)
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    assert await wb.run(Tasklet(double, params={"x": 21})) == 42
+    with pytest.raises(ValueError):
+        await wb.run(Tasklet(lambda: int("x")))
+    handles = wb.submit_many([Tasklet(double, params={"x": i}) for i in range(5)])
+    assert await asyncio.gather(*handles) == [0, 2, 4, 6, 8]
+    # One bad tasklet: none is started.
+    before = len(wb.manager.events)
+    with pytest.raises(Exception, match="no capacity is declared"):
+        wb.submit_many([Tasklet(double, params={"x": 1}), Tasklet(double, params={"x": 2}, resource_tags=["nope"])])
+    assert len(wb.manager.events) == before
+    assert list(wb.runs["status"]) == ["succeeded", "failed", *["succeeded"] * 5]
+    assert {"event", "tasklet_id", "status"} <= set(wb.events.columns)
+    await wb.aclose()
+
+
+async def test_cancelling_the_awaiting_cell_cancels_the_tasklet() -> None:
+    wb = Workbench(max_concurrency=1)
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    cell = asyncio.get_running_loop().create_task(wb.run(Tasklet(forever)))
+    await _settle()
+    cell.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cell
+    await _until(lambda: wb.statistics().idle)
+    assert wb.statistics().by_status["cancelled"] == 1
+    await wb.aclose()
+
+
+async def test_display_repr_and_arguments() -> None:
+    wb = Workbench(max_concurrency=2, capacities={"gpu": 1})
+    bundle = wb._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == wb.widget.model_id
+    assert "aura-workbench" in wb.widget._dom_classes
+    assert repr(wb) == (
+        "<Workbench idle: global 0/2, gpu 0/1; waiting 0, planning 0, running 0; none finished; 0 errors>"
+    )
+    assert bundle["text/plain"] == repr(wb)
+    with pytest.raises(TypeError, match="only used to create a new manager"):
+        Workbench(wb.manager, max_concurrency=3)
+    with pytest.raises(ValueError, match="at most 10 updates"):
+        Workbench(max_concurrency=1, refresh_interval=0.01)
+    await wb.aclose()
+    assert repr(wb).startswith("<Workbench closed:")
+
+
+async def test_aclose_keeps_the_final_dashboard() -> None:
+    async with Workbench(max_concurrency=2, capacities={"gpu": 1}) as wb:
+        async def work() -> int:
+            await asyncio.sleep(0.02)
+            return 1
+
+        handles = wb.submit_many([Tasklet(work, resource_tags=["gpu"]) for _ in range(3)])
+        await asyncio.gather(*handles)
+    assert wb.manager.closed and not wb.pumping
+    assert "succeeded <b>3</b>" in wb.counters.value
+    assert wb.gauges["gpu"].bar.max == 1 and wb.gauges["gpu"].bar.value == 0
+    assert "closed" in wb.header.value
