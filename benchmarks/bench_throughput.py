@@ -1,0 +1,109 @@
+"""Workload 1: per-tasklet overhead on no-op tasklets, max_concurrency=64.
+
+Variants: no tags; two tags (gpu:4, db:16); two tags plus a 30 s timeout. aura_nb runs
+with all four Aura hooks registered (each appends the event to a list) and every event
+recorded. Target: <= 1.5x raw asyncio's us per tasklet, and >= 1.5x faster than Aura-style.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aura_nb as an
+
+from ._util import median, table, verdict
+from .baselines import AuraStyle, RawAsyncio
+
+CAPS = {"gpu": 4, "db": 16}
+VARIANTS = {
+    "no tags": ((), None),
+    "gpu:4 + db:16": (("gpu:4", "db:16"), None),
+    "gpu:4 + db:16 + 30 s timeout": (("gpu:4", "db:16"), 30.0),
+}
+
+
+async def _noop() -> None:
+    return None
+
+
+async def _yield() -> None:
+    await asyncio.sleep(0)
+
+
+def _run_raw(n: int, tags: tuple[str, ...], timeout: float | None, body: Any) -> float:
+    names = [t.partition(":")[0] for t in tags]
+
+    async def main() -> float:
+        raw = RawAsyncio(64, CAPS)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(raw.run(body, names, timeout) for _ in range(n)))
+        return time.perf_counter() - t0
+
+    return asyncio.run(main())
+
+
+def _run_aura_style(n: int, tags: tuple[str, ...], timeout: float | None, body: Any) -> float:
+    async def main() -> float:
+        aura = AuraStyle(64)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(aura.submit(i, body, tags, timeout) for i in range(n)))
+        elapsed = time.perf_counter() - t0
+        assert aura.completed == n and len(aura.events) == 3 * n
+        return elapsed
+
+    return asyncio.run(main())
+
+
+def _run_aura_nb(n: int, tags: tuple[str, ...], timeout: float | None, body: Any) -> float:
+    async def main() -> float:
+        em = an.ExecutionManager(max_concurrency=64)
+        seen: list[an.Event] = []
+        for hook in an.AURA_HOOKS:
+            em.hooks.on(hook, seen.append)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(em.submit(an.Tasklet(body, resource_tags=tags, timeout=timeout)) for _ in range(n)))
+        elapsed = time.perf_counter() - t0
+        stats = em.statistics()
+        assert stats.by_status["succeeded"] == n and stats.idle, stats
+        assert len(seen) == 3 * n and len(em.events) == 6 * n
+        await em.aclose()
+        return elapsed
+
+    return asyncio.run(main())
+
+
+SYSTEMS = {"raw asyncio": _run_raw, "Aura-style": _run_aura_style, "aura_nb": _run_aura_nb}
+
+
+def run(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), reps: int = 5, body_name: str = "no-op") -> dict[str, Any]:
+    body = _noop if body_name == "no-op" else _yield
+    rows = []
+    results = {}
+    ok_all = True
+    for variant, (tags, timeout) in VARIANTS.items():
+        for n in sizes:
+            r = reps if n <= 10_000 else max(2, reps // 2)
+            times: dict[str, list[float]] = {name: [] for name in SYSTEMS}
+            for _ in range(r):  # interleaved: each repetition runs every system once
+                for name, fn in SYSTEMS.items():
+                    times[name].append(fn(n, tags, timeout, body) / n * 1e6)
+            us = {name: median(v) for name, v in times.items()}
+            vs_raw = us["aura_nb"] / us["raw asyncio"]
+            vs_aura = us["Aura-style"] / us["aura_nb"]
+            ok = vs_raw <= 1.5 and vs_aura >= 1.5
+            ok_all &= ok
+            rows.append([variant, f"{n:,}", us["raw asyncio"], us["Aura-style"], us["aura_nb"], vs_raw, vs_aura,
+                         verdict(ok)])  # fmt: skip
+            results[(variant, n)] = us
+    md = table(
+        ["workload", "N", "raw asyncio µs", "Aura-style µs", "aura_nb µs", "aura_nb / raw (≤ 1.5)",
+         "Aura-style / aura_nb (≥ 1.5)", "target"],  # fmt: skip
+        rows,
+    )
+    return {"markdown": md, "ok": ok_all, "results": results}
+
+
+if __name__ == "__main__":
+    print(run(sizes=(1_000, 10_000), reps=3)["markdown"])
