@@ -225,6 +225,16 @@ class EventLog:
     def wall_time(self, t: float) -> _dt.datetime:
         return _dt.datetime.fromtimestamp(self._wall_offset + t, _dt.timezone.utc)
 
+    def flush(self) -> None:
+        """Write the events recorded so far to the SQLite file now (no-op without one).
+
+        The background thread does this every ``flush_interval`` anyway; call it to
+        make a point in time durable. It blocks for the write: prefer
+        ``await anyio.to_thread.run_sync(log.flush)`` on an event loop.
+        """
+        if self._sink is not None:
+            self._sink.flush()
+
     def close(self) -> None:
         """Flush and close the SQLite file, if any. Idempotent."""
         if self._sink is not None:

@@ -49,9 +49,9 @@ class HookBus:
         Returns ``fn``. Raises HookError for an unknown event name or a callback that
         cannot be called with one positional argument.
         """
+        code = self._code(event)
         if fn is None:
             return lambda f: self.on(event, f)
-        code = self._code(event)
         if not callable(fn):
             raise HookError(f"hook for {event!r}: {fn!r} is not callable")
         try:
@@ -88,7 +88,11 @@ class HookBus:
         try:
             return EVENT_NAMES.index(event)
         except ValueError:
-            raise HookError(f"unknown event name {event!r} (known: {', '.join(EVENT_NAMES)})") from None
+            import difflib
+
+            close = difflib.get_close_matches(str(event), EVENT_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise HookError(f"unknown event name {event!r}{hint} (known: {', '.join(EVENT_NAMES)})") from None
 
     def __repr__(self) -> str:
         counts = {name: len(h) for name, h in zip(EVENT_NAMES, self.by_code) if h}

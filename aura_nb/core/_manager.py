@@ -158,7 +158,9 @@ class ExecutionManager:
         planning_timeout: float | None = None,
         executor: Executor | None = None,
     ) -> None:
-        check_capacity(max_concurrency, where="ExecutionManager(max_concurrency=...)")
+        max_concurrency = check_capacity(
+            max_concurrency, where="ExecutionManager(max_concurrency=...)", what="max_concurrency"
+        )
         self.planning_timeout = check_seconds(
             planning_timeout, what="planning_timeout", where="ExecutionManager(planning_timeout=...)"
         )
@@ -177,6 +179,8 @@ class ExecutionManager:
         #: Where task bodies run: None runs them here (async on the loop, sync in threads).
         self.executor = executor
         self.hooks = HookBus()
+        if isinstance(plans, (str, bytes)) or not isinstance(plans, Iterable):
+            raise TypeError(f"plans={plans!r}: expected a list of Plan objects, e.g. plans=[plan]")
         self.events = EventLog(event_log, flush_interval=flush_interval) if event_log is not None else EventLog()
         self._plans: dict[str, Plan] = {}
         for plan in plans:
@@ -220,14 +224,14 @@ class ExecutionManager:
         """
         where = f"set_capacity({name!r}, {capacity!r})"
         check_resource_name(name, where=where)
-        check_capacity(capacity, where=where)
+        capacity = check_capacity(capacity, where=where)
         self._pool.declare(name, capacity)
         self._origin[name] = "set_capacity()"
         self._keys.clear()
 
     def set_max_concurrency(self, n: int) -> None:
         """Change the global limit, live (same rules as :meth:`set_capacity`)."""
-        check_capacity(n, where=f"set_max_concurrency({n!r})")
+        n = check_capacity(n, where=f"set_max_concurrency({n!r})", what="max_concurrency")
         self._pool.declare(GLOBAL, n)
 
     @property
@@ -281,6 +285,12 @@ class ExecutionManager:
             return hit
         if isinstance(task, str):
             plan_name, slash, bare = task.rpartition("/")
+            if slash and (not bare or not plan_name):
+                known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
+                listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
+                raise TaskNotFoundError(
+                    f"tasklet {tasklet.id}: task {task!r}: write 'plan/task' with both parts (known: {listing})"
+                )
             if slash:
                 plan = self._plans.get(plan_name)
                 if plan is None:
@@ -346,7 +356,9 @@ class ExecutionManager:
     def _admit(self, tasklet: Tasklet) -> _Run:
         """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
         if self._closed:
-            raise ManagerClosedError(f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed")
+            raise ManagerClosedError(
+                f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
+            )
         # Fast path: a known task and a known tag set, nothing to plan (all cached).
         resolved = keys = None
         new: list[tuple[str, int]] = []
@@ -391,6 +403,10 @@ class ExecutionManager:
         task group; otherwise (asyncio only, e.g. a Jupyter cell) it runs in a task of
         the running loop, referenced by the manager until it ends.
         """
+        if self._closed:
+            raise ManagerClosedError(
+                f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
+            )
         spawn: Callable[..., Any]
         if self._tg is not None:
             spawn = self._tg.start_soon

@@ -71,7 +71,10 @@ def unknown_name(kind: str, name: object, known: Collection[str], *, scope: str 
     name (``" in plan 'game'"``). When the list had to be truncated, a close match is
     suggested, because the right name may be the one cut off.
     """
-    message = f"unknown {kind} {name!r}{scope} (known: {format_known(known)})"
+    shown = repr(name)
+    if len(shown) > 120:
+        shown = shown[:117] + "..."
+    message = f"unknown {kind} {shown}{scope} (known: {format_known(known)})"
     if isinstance(name, str) and _KNOWN_LIMIT < len(known) <= _SUGGEST_LIMIT:
         close = difflib.get_close_matches(name, known, n=1)
         if close:

@@ -56,7 +56,9 @@ __all__ = [
     "resolve_task",
 ]
 
-MAX_BYTES = 16 * 1024 * 1024
+# Real states maps are a few kilobytes. The pure-Python YAML loader needs ~3 s and
+# ~100 MiB per MiB of map, so the limit keeps a hostile file to about a second.
+MAX_BYTES = 512 * 1024
 """Files and texts larger than this are refused before parsing."""
 
 MAX_ALIASES = 100
@@ -135,9 +137,14 @@ def show(value: object) -> str:
     return text
 
 
+MAX_NAME = 200
+
+
 def check_state_name(value: object) -> str:
-    """*value* if it is usable as a state name (a non-empty string)."""
+    """*value* if it is usable as a state name (a non-empty string of at most MAX_NAME characters)."""
     if isinstance(value, str) and value:
+        if len(value) > MAX_NAME:
+            raise Invalid(f"a state name must be at most {MAX_NAME} characters, got {show(value)} ({len(value)} characters)")
         return value
     hint = " (YAML reads yes/no/on/off/true/false as booleans: quote the name)" if isinstance(value, bool) else ""
     raise Invalid(f"a state name must be a non-empty string, got {show(value)}{hint}")
@@ -259,13 +266,19 @@ class _StatesMapLoader(yaml.SafeLoader):
 _StatesMapLoader.add_constructor(None, _StatesMapLoader._refuse_tag)
 
 
+def _part(name: object) -> str:
+    """A key as it appears in a key path, cut short when absurdly long."""
+    text = name if isinstance(name, str) else str(name)
+    return text if len(text) <= 60 else text[:40] + f"...({len(text)} characters)"
+
+
 def _key_path(parts: Sequence[object]) -> str:
     path = ""
     for part in parts:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += ("." if path else "") + (part if isinstance(part, str) else "?")
+            path += ("." if path else "") + (_part(part) if isinstance(part, str) else "?")
     return path
 
 
@@ -275,7 +288,7 @@ def _size(n: int) -> str:
 
 def _too_large(label: str, size: int) -> StatesMapError:
     return StatesMapError(
-        f"{label}: the states map is too large: {_size(size)}; the limit is {MAX_BYTES // 2**20} MiB"
+        f"{label}: the states map is too large: {_size(size)}; the limit is {MAX_BYTES // 1024} KiB"
         f" ({MAX_BYTES} bytes)"
     )
 
@@ -298,8 +311,11 @@ def _read_file(path: str) -> bytes:
 
 
 def _parse(data: str | bytes, label: str) -> object:
-    loader = _StatesMapLoader(data)
+    loader = None
     try:
+        # Inside the try: PyYAML decodes and checks the whole input when the loader is
+        # built, so bytes that are not text fail here (ReaderError).
+        loader = _StatesMapLoader(data)
         return loader.get_single_data()
     except _Refused as exc:
         where = exc.path or f"line {exc.mark.line + 1}, column {exc.mark.column + 1}"
@@ -315,7 +331,8 @@ def _parse(data: str | bytes, label: str) -> object:
     except RecursionError:
         raise StatesMapError(f"{label}: invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _load(source: object) -> tuple[str, object]:
@@ -398,7 +415,7 @@ class _Validator:
         entries: list[StateEntry] = []
         first_at: dict[str, str] = {}
         if isinstance(raw, Mapping):
-            items = [(f"states.{name}", name, spec, f"states.{name}") for name, spec in raw.items()]
+            items = [(f"states.{_part(name)}", name, spec, f"states.{_part(name)}") for name, spec in raw.items()]
         elif isinstance(raw, (list, tuple)):
             items = []
             for i, spec in enumerate(raw):

@@ -8,8 +8,9 @@ capacities a manager already knows happens in :class:`~aura_nb.core._limits.Reso
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ._errors import ResourceTagError
 
@@ -24,17 +25,28 @@ _parsed: dict[str, tuple[str, int | None]] = {}
 _parsed_sets: dict[tuple[str, ...], tuple[tuple[str, int | None], ...]] = {}
 
 
+MAX_NAME = 100
+
+
 def check_resource_name(name: object, *, where: str) -> str:
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise ResourceTagError(
+            f"{where}: resource name {name[:40]!r}... is {len(name)} characters long (at most {MAX_NAME})"
+        )
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ResourceTagError(f"{where}: resource name {name!r} is not valid (use {_VALID_NAME})")
     return name
 
 
-def check_capacity(value: object, *, where: str) -> int:
-    """A capacity is a positive ``int`` (``bool`` is not accepted: ``True`` is a typo)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ResourceTagError(f"{where}: capacity {value!r} must be a positive integer")
-    return value
+def check_capacity(value: object, *, where: str, what: str = "capacity") -> int:
+    """A capacity is a positive integer (numpy integers too; ``bool`` is not: ``True`` is a typo)."""
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ResourceTagError(f"{where}: {what} {value!r} must be a positive integer")
+    return number
 
 
 def parse_tag(tag: object) -> tuple[str, int | None]:
@@ -45,7 +57,7 @@ def parse_tag(tag: object) -> tuple[str, int | None]:
             return hit
     else:
         raise ResourceTagError(f"resource tag {tag!r}: a tag must be a string like 'gpu:1' or 'gpu'")
-    where = f"resource tag {tag!r}"
+    where = f"resource tag {tag!r}" if len(tag) <= 60 else f"resource tag {tag[:40]!r}... ({len(tag)} characters)"
     if not tag:
         raise ResourceTagError(f"{where}: empty tag (write 'name:capacity', e.g. 'gpu:1')")
     name, sep, cap_text = tag.partition(":")
@@ -74,6 +86,8 @@ def parse_tags(tags: Iterable[object]) -> tuple[tuple[str, int | None], ...]:
         hit = _parsed_sets.get(tags)
         if hit is not None:
             return hit
+    if isinstance(tags, Mapping):
+        raise ResourceTagError(f"resource_tags {tags!r}: expected a list of tags like ['gpu:1', 'db'], not a mapping")
     if isinstance(tags, (str, bytes)):
         raise ResourceTagError(
             f"resource_tags {tags!r}: expected a list of tags like ['gpu:1', 'db'], not a single string"

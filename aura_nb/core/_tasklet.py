@@ -34,9 +34,14 @@ def check_seconds(value: Any, *, what: str, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TaskletError(f"{where}: {what} {value!r} must be a number of seconds > 0, or None for no limit")
-    if not math.isfinite(value) or value <= 0:
-        hint = " (use None for no limit)" if value == math.inf else ""
-        raise TaskletError(f"{where}: {what} {value!r} must be a finite number of seconds > 0{hint}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value <= 0:
+        hint = " (use None for no limit)" if not finite and value > 0 else ""
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise TaskletError(f"{where}: {what} {shown} must be a finite number of seconds > 0{hint}")
     return float(value)
 
 
