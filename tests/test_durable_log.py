@@ -131,11 +131,39 @@ def test_a_killed_process_keeps_every_event_older_than_the_flush_interval(tmp_pa
     assert (done["status"].dropna() == "succeeded").all()
 
 
+async def test_keep_events_holds_only_the_tail_and_reads_the_rest_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "tail.sqlite"
+    seen: list[an.Event] = []
+    async with an.ExecutionManager(event_log=path, keep_events=1000, capacities={"gpu": 3}) as em:
+        em.hooks.on("after_task_run", seen.append)
+        for i in range(40):
+            async with anyio.create_task_group() as tg:
+                for j in range(50):
+                    tg.start_soon(em.submit, an.Tasklet(work, params={"i": 1}, resource_tags=["gpu"], name=f"t{i}.{j}"))
+            await anyio.to_thread.run_sync(em.events.flush)
+        assert len(em.events) == 12_000
+        assert len(em.events._tix) <= 2_000 + 300  # only the tail stays in memory
+        frame = em.events.to_frame()  # the whole history, from the file
+        assert len(frame) == 12_000 and frame["seq"].tolist() == list(range(12_000))
+        first = seen[0]  # an event that left memory long ago still reads back
+        assert (first.event, first.status, first.seq) == ("after_task_run", "succeeded", first.seq)
+        assert first.tasklet_id == seen[0].tasklet.id
+        assert em.events.events(0, 1)[0].event == "tasklet_submitted"
+    pd.testing.assert_frame_equal(an.EventLog.open(path).to_frame(), frame)
+    assert set(em.events.runs()["name"].tolist()[:50]) == {f"t0.{j}" for j in range(50)}
+
+
+def test_keep_events_needs_a_file() -> None:
+    with pytest.raises(ValueError, match="needs event_log"):
+        an.ExecutionManager(keep_events=10)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a long run; the invariants are not backend-specific
 async def test_a_soak_of_100k_tasklets_keeps_memory_flat(tmp_path: Path) -> None:
-    """Nothing per tasklet outlives it except its rows in the in-memory log.
+    """With keep_events, nothing per tasklet outlives it: memory is flat.
 
     RSS is reported (it also counts allocator slack and SQLite's page cache); the
-    assertion uses tracemalloc, which sees exactly what Python objects stay alive.
+    assertion uses tracemalloc, which sees exactly which Python objects stay alive.
     """
     import gc
     import resource
@@ -149,31 +177,36 @@ async def test_a_soak_of_100k_tasklets_keeps_memory_flat(tmp_path: Path) -> None
         pass
 
     path = tmp_path / "soak.sqlite"
-    async with an.ExecutionManager(event_log=path, max_concurrency=64, capacities={"gpu": 4}) as em:
+    # Flushed by hand between batches, so that a snapshot never catches the writer
+    # thread holding a batch of rows it is writing.
+    async with an.ExecutionManager(
+        event_log=path, keep_events=10_000, flush_interval=3000, max_concurrency=64, capacities={"gpu": 4}
+    ) as em:
 
         async def batch(n: int) -> None:
             async with anyio.create_task_group() as tg:
                 for _ in range(n):
                     tg.start_soon(em.submit, an.Tasklet(nothing, resource_tags=["gpu"]))
+            await anyio.to_thread.run_sync(em.events.flush)
 
-        await batch(20_000)
+        for _ in range(4):
+            await batch(5_000)
         rss_before = rss_mib()
-        for _ in range(6):
-            await batch(10_000)
         gc.collect()
         tracemalloc.start()
         traced_before = tracemalloc.get_traced_memory()[0]
-        await batch(20_000)
+        for _ in range(16):
+            await batch(5_000)
         gc.collect()
-        retained = (tracemalloc.get_traced_memory()[0] - traced_before) / 20_000
+        retained = tracemalloc.get_traced_memory()[0] - traced_before
         tracemalloc.stop()
         rss_after = rss_mib()
     print(
         f"\nsoak: RSS {rss_before:.1f} MiB after 20k tasklets, {rss_after:.1f} MiB after 100k; "
-        f"{retained:.0f} bytes retained per tasklet (its 6 events and its row in the in-memory log)"
+        f"{retained / 2**20:.2f} MiB of Python objects retained over the last 80k"
     )
     assert em.statistics().by_status["succeeded"] == 100_000
     assert len(an.EventLog.open(path)) == 600_000
-    # 6 events in arrays (~100 bytes) + one tasklet row (~200 bytes). A leaked Tasklet,
-    # coroutine, handle or cancel scope would add kilobytes per tasklet.
-    assert retained < 500
+    # Flat: the in-memory tail is bounded, so 80k more tasklets retain (almost) nothing.
+    # A leaked Tasklet, coroutine, handle or cancel scope would be ~80 MiB here.
+    assert retained < 2 * 2**20

@@ -95,7 +95,7 @@ class Event:
     events) and ``result`` (for ``after_task_success``).
     """
 
-    __slots__ = ("_log", "_seq", "_x", "_tasklet", "_error", "_path", "_result")
+    __slots__ = ("_log", "_seq", "_x", "_row", "_tasklet", "_error", "_path", "_result")
 
     def __init__(
         self,
@@ -110,6 +110,7 @@ class Event:
         self._log = log
         self._seq = seq
         self._x = x  # the sparse fields, looked up lazily when None
+        self._row: tuple[float, int, int] | None = None  # (t, code, tix), looked up lazily
         self._tasklet = tasklet
         self._error = error
         self._path = path
@@ -118,16 +119,22 @@ class Event:
     def _sparse(self) -> tuple[Any, ...]:
         x = self._x
         if x is None:
-            x = self._x = self._log._sparse(self._seq, self._seq + 1).get(self._seq, _EMPTY_X)
+            x = self._x = self._log._sparse_of(self._seq)
         return x
 
+    def _r(self) -> tuple[float, int, int]:
+        row = self._row
+        if row is None:
+            row = self._row = self._log._row_of(self._seq)
+        return row
+
     def _tk(self, column: int) -> Any:
-        tix = self._log._tix[self._seq]
-        return self._log._tk[tix][column] if tix >= 0 else None
+        tix = self._r()[2]
+        return self._log._tasklet_of(tix)[column] if tix >= 0 else None
 
     seq = property(lambda self: self._seq)
-    t = property(lambda self: self._log._t[self._seq])
-    event = property(lambda self: EVENT_NAMES[self._log._code[self._seq]])
+    t = property(lambda self: self._r()[0])
+    event = property(lambda self: EVENT_NAMES[self._r()[1]])
     tasklet_id = property(lambda self: self._tk(0))
     task = property(lambda self: self._tk(2))
     plan = property(lambda self: self._tk(3))
@@ -151,7 +158,7 @@ class Event:
         log = self._log
         if log._at is not None:
             return _dt.datetime.fromtimestamp(log._at[self._seq], _dt.timezone.utc)
-        return log.wall_time(log._t[self._seq])
+        return log.wall_time(self._r()[0])
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a dict of :data:`COLUMNS`."""
@@ -183,7 +190,23 @@ class EventLog:
     a log written to SQLite.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, flush_interval: float = _FLUSH_INTERVAL) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        flush_interval: float = _FLUSH_INTERVAL,
+        keep: int | None = None,
+    ) -> None:
+        if keep is not None:
+            if path is None:
+                raise ValueError("keep= needs a path: only events already written to a file can leave memory")
+            if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+                raise ValueError(f"keep={keep!r} must be a positive number of events, or None to keep all")
+        self._keep = keep
+        # With keep=N, events older than the newest N that are already in the file
+        # leave memory; _base / _tk_base are the seq / tix of the first rows still here.
+        self._base = 0
+        self._tk_base = 0
         self._t = array("d")
         self._code = array("B")
         self._tix = array("q")
@@ -203,18 +226,20 @@ class EventLog:
     def add_tasklet(self, tasklet_id: str, name: str, task: str, plan: str | None, tags: str) -> int:
         tk = self._tk
         tk.append((tasklet_id, name, task, plan, tags))
-        return len(tk) - 1
+        if self._keep is not None and len(self._tix) >= 2 * self._keep:
+            self._trim()
+        return self._tk_base + len(tk) - 1
 
     def record(self, code: int, tix: int, t: float) -> int:
         """Append an event with no sparse fields; returns its seq."""
         self._t.append(t)
         self._code.append(code)
         self._tix.append(tix)  # appended last: a reader sees complete rows
-        return len(self._tix) - 1
+        return self._base + len(self._tix) - 1
 
     def record_x(self, code: int, tix: int, t: float, extra: tuple[Any, ...]) -> int:
         """Append an event with the sparse fields of ``_SPARSE`` (in that order)."""
-        seq = len(self._tix)
+        seq = self._base + len(self._tix)
         self._xseq.append(seq)
         self._xval.append(extra)
         self._t.append(t)
@@ -246,15 +271,90 @@ class EventLog:
 
     # -- reading ------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._tix)
+        return self._base + len(self._tix)
 
     def __repr__(self) -> str:
         where = f" -> {self.path}" if self.path else ""
-        return f"<EventLog {len(self)} events, {len(self._tk)} tasklets{where}>"
+        kept = f", {len(self._tix)} in memory" if self._base else ""
+        return f"<EventLog {len(self)} events{kept}, {self._tk_base + len(self._tk)} tasklets{where}>"
 
     def count(self, event: str) -> int:
         """How many events of this name were recorded."""
+        if self._base:
+            return self._full().count(event)
         return self._code.tolist().count(_CODE[event])
+
+    # -- keeping only the tail in memory (keep=N) ----------------------------------
+    def _trim(self) -> None:
+        """Drop rows that are in the file and older than the newest ``keep`` (loop thread)."""
+        import bisect
+
+        sink = self._sink
+        assert sink is not None and self._keep is not None
+        if not sink._flush_lock.acquire(blocking=False):
+            return  # the writer is busy: trim next time
+        try:
+            end = self._base + len(self._tix)
+            cut = min(sink._done_events, end - self._keep) - self._base
+            if cut <= 0:
+                return
+            del self._t[:cut]
+            del self._code[:cut]
+            del self._tix[:cut]
+            self._base += cut
+            i = bisect.bisect_left(self._xseq, self._base)
+            del self._xseq[:i]
+            del self._xval[:i]
+            # Keep the tasklet rows the remaining events refer to (hooks read them).
+            oldest = min((tix for tix in self._tix if tix >= 0), default=self._tk_base + len(self._tk))
+            tk_cut = min(oldest, sink._done_tasklets) - self._tk_base
+            if tk_cut > 0:
+                del self._tk[:tk_cut]
+                self._tk_base += tk_cut
+        finally:
+            sink._flush_lock.release()
+
+    def _full(self) -> EventLog:
+        """This log's whole history, read back from its file (for a trimmed log)."""
+        assert self._sink is not None
+        self._sink.flush()
+        return EventLog._read(self._sink.path, self._sink._seq0, self._sink._tix0)
+
+    def _row_of(self, seq: int) -> tuple[float, int, int]:
+        i = seq - self._base
+        if i >= 0:
+            return self._t[i], self._code[i], self._tix[i]
+        return self._file_row(seq)[:3]
+
+    def _sparse_of(self, seq: int) -> tuple[Any, ...]:
+        if seq >= self._base:
+            return self._sparse(seq, seq + 1).get(seq, _EMPTY_X)
+        return self._file_row(seq)[3]
+
+    def _tasklet_of(self, tix: int) -> tuple[Any, ...]:
+        i = tix - self._tk_base
+        if i >= 0:
+            return self._tk[i]
+        assert self._sink is not None
+        self._sink.flush()
+        with contextlib.closing(sqlite3.connect(f"file:{self._sink.path}?mode=ro", uri=True)) as con:
+            row = con.execute(
+                "SELECT tasklet_id, name, task, plan, resource_tags FROM tasklets WHERE tix = ?",
+                (self._sink._tix0 + tix,),
+            ).fetchone()
+        return tuple(row)
+
+    def _file_row(self, seq: int) -> tuple[Any, ...]:
+        assert self._sink is not None
+        self._sink.flush()
+        with contextlib.closing(sqlite3.connect(f"file:{self._sink.path}?mode=ro", uri=True)) as con:
+            row = con.execute(
+                "SELECT t, code, tix, status, state_from, state_to, step, duration_s, error_type, error_message,"
+                " detail, sparse FROM events WHERE seq = ?",
+                (self._sink._seq0 + seq,),
+            ).fetchone()
+        t, code, tix, *extra, sparse = row
+        return t, code, tix - self._sink._tix0 if tix >= 0 else -1, tuple(extra) if sparse else _EMPTY_X
 
     def _sparse(self, lo: int, hi: int) -> dict[int, tuple[Any, ...]]:
         import bisect
@@ -266,7 +366,9 @@ class EventLog:
 
     def events(self, start: int = 0, stop: int | None = None) -> list[Event]:
         """Events ``start <= seq < stop`` as :class:`Event` objects (no pandas needed)."""
-        n = len(self._tix)
+        if start < self._base:
+            return self._full().events(start, stop)
+        n = len(self)
         stop = n if stop is None else min(stop, n)
         start = max(0, start)
         sparse = self._sparse(start, stop)
@@ -281,7 +383,10 @@ class EventLog:
         Columns of repeated strings (event, tasklet_id, task, plan, status,
         resource_tags, state_from, state_to, error_type, detail) are categoricals;
         ``error_message`` is an object column; ``step`` is nullable ``Int64``.
+        A log that keeps only its tail in memory (``keep=``) reads its file.
         """
+        if self._base or self._tk_base:
+            return self._full().to_frame()
         import numpy as np
         import pandas as pd
 
@@ -370,6 +475,8 @@ class EventLog:
         ``total_s``: submitted -> ``after_task_run``. NaN where a phase never happened
         (e.g. ``run_s`` of a tasklet cancelled while waiting).
         """
+        if self._base or self._tk_base:
+            return self._full().runs()
         import numpy as np
         import pandas as pd
 
@@ -445,6 +552,11 @@ class EventLog:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no event log at {path!r}")
+        return cls._read(path, 0, 0)
+
+    @classmethod
+    def _read(cls, path: str, seq0: int, tix0: int) -> EventLog:
+        """The rows from ``seq0`` / ``tix0`` on, renumbered from 0."""
         try:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         except sqlite3.Error as exc:  # pragma: no cover - depends on the file system
@@ -453,14 +565,19 @@ class EventLog:
         log._at = array("d")
         try:
             with contextlib.closing(con):
-                for row in con.execute("SELECT tasklet_id, name, task, plan, resource_tags FROM tasklets ORDER BY tix"):
+                for row in con.execute(
+                    "SELECT tasklet_id, name, task, plan, resource_tags FROM tasklets WHERE tix >= ? ORDER BY tix",
+                    (tix0,),
+                ):
                     log.add_tasklet(*row)
                 for row in con.execute(
                     "SELECT seq, t, at, code, tix, status, state_from, state_to, step, duration_s,"
-                    " error_type, error_message, detail, sparse FROM events ORDER BY seq"
+                    " error_type, error_message, detail, sparse FROM events WHERE seq >= ? ORDER BY seq",
+                    (seq0,),
                 ):
                     seq, t, at, code, tix, *extra, sparse = row
                     log._at.append(at)
+                    tix = tix - tix0 if tix >= 0 else -1
                     if sparse:
                         log.record_x(code, tix, t, tuple(extra))
                     else:
@@ -558,11 +675,14 @@ class _SqliteSink:
     def flush(self) -> None:
         log = self._log
         with self._flush_lock:
-            n_tk = len(log._tk)
-            n = len(log._tix)
+            # Absolute positions: rows before log._base / log._tk_base left memory
+            # (keep=N), but only after this method had written them.
+            tk_base, base = log._tk_base, log._base
+            n_tk = tk_base + len(log._tk)
+            n = base + len(log._tix)
             if n_tk > self._done_tasklets:
                 a = self._done_tasklets
-                rows = [(self._tix0 + i, *log._tk[i]) for i in range(a, n_tk)]
+                rows = [(self._tix0 + i, *log._tk[i - tk_base]) for i in range(a, n_tk)]
             else:
                 rows = []
             if n > self._done_events:
@@ -572,9 +692,9 @@ class _SqliteSink:
                 ev_rows = []
                 wall = log._wall_offset
                 for seq in range(a, n):
-                    tix = log._tix[seq]
-                    t = log._t[seq]
-                    code = log._code[seq]
+                    tix = log._tix[seq - base]
+                    t = log._t[seq - base]
+                    code = log._code[seq - base]
                     x = sparse.get(seq)
                     ev_rows.append(
                         (self._seq0 + seq, t, wall + t, code, EVENT_NAMES[code],

@@ -141,7 +141,8 @@ class ExecutionManager:
     ``max_concurrency``: how many tasklets may plan or run at once. ``capacities``:
     resource capacities declared up front (tags ``name:N`` declare them too; a tag that
     contradicts a known capacity is a :class:`ResourceTagError`). ``event_log``: a
-    path to also write every event to SQLite. ``planning_timeout``: default limit for
+    path to also write every event to SQLite (``keep_events=N`` then keeps only about
+    the newest N events in memory; the frames read older ones from the file). ``planning_timeout``: default limit for
     the planning phase. ``executor``: where task bodies run (default: here; see
     :class:`Executor`, e.g. ``aura_nb.DaskExecutor``). Use it as ``async with ExecutionManager(...) as em:``, or call
     ``await em.aclose()`` when done.
@@ -155,6 +156,7 @@ class ExecutionManager:
         capacities: Mapping[str, int] | None = None,
         event_log: str | Any | None = None,
         flush_interval: float = 0.2,
+        keep_events: int | None = None,
         planning_timeout: float | None = None,
         executor: Executor | None = None,
     ) -> None:
@@ -181,7 +183,12 @@ class ExecutionManager:
         self.hooks = HookBus()
         if isinstance(plans, (str, bytes)) or not isinstance(plans, Iterable):
             raise TypeError(f"plans={plans!r}: expected a list of Plan objects, e.g. plans=[plan]")
-        self.events = EventLog(event_log, flush_interval=flush_interval) if event_log is not None else EventLog()
+        if event_log is not None:
+            self.events = EventLog(event_log, flush_interval=flush_interval, keep=keep_events)
+        elif keep_events is not None:
+            raise ValueError("keep_events= needs event_log=<path>: only events written to a file can leave memory")
+        else:
+            self.events = EventLog()
         self._plans: dict[str, Plan] = {}
         for plan in plans:
             self.add_plan(plan)
