@@ -107,7 +107,9 @@ async def test_limits_are_never_exceeded() -> None:
     assert holders.peak["global"] <= 4
     for name, cap in caps.items():
         assert holders.peak[name] <= cap, (name, holders.peak)
-    assert holders.peak["global"] == 4  # the limits were actually reached
+    # The limits were actually approached (the oldest waiter's reservation may keep one
+    # global token idle, so 4 at once is not guaranteed).
+    assert holders.peak["global"] >= 3
     assert em.statistics().by_status["succeeded"] == 120
 
 

@@ -491,10 +491,13 @@ class ExecutionManager:
                     self._fire_sync(_BEFORE, seq, run, _EMPTY_X)
                 else:
                     await self._fire(_BEFORE, seq, run, _EMPTY_X)
-            if self.executor is None:
-                result = await self._call_body(run)
-            else:
+            if self.executor is not None:
                 result = await self._call_executor(run)
+            elif run.is_async and run.tasklet.timeout is None:  # the common case, without a frame
+                params = run.tasklet.params
+                result = await (run.fn(**params) if params else run.fn())
+            else:
+                result = await self._call_body(run)
             if run.worker is None:
                 x = _EMPTY_X
                 seq = log.record(_SUCCESS, tix, _now())

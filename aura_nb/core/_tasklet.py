@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -24,8 +24,26 @@ _counter = itertools.count(1)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-def _new_id() -> str:
-    return f"{_SESSION}-{next(_counter)}"
+def _check_params(task: Any, params: Any) -> Mapping[str, Any]:
+    if not isinstance(params, Mapping):
+        raise TaskletError(
+            f"Tasklet({task!r}): params {params!r} must be a mapping of keyword arguments, e.g. {{'rounds': 3}}"
+        )
+    bad = [k for k in params if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise TaskletError(f"Tasklet({task!r}): params keys {bad!r} are not valid keyword-argument names")
+    return MappingProxyType(dict(params))
+
+
+def _tags_tuple(task: Any, tags: Any) -> tuple[str, ...]:
+    if isinstance(tags, (str, bytes)):
+        raise TaskletError(f"Tasklet({task!r}): resource_tags {tags!r} must be a list of tags like ['gpu:1', 'db']")
+    if isinstance(tags, Mapping):
+        raise TaskletError(f"Tasklet({task!r}): resource_tags {tags!r} must be a list of tags like ['gpu:1'], not a mapping")
+    try:
+        return tuple(tags)
+    except TypeError:
+        raise TaskletError(f"Tasklet({task!r}): resource_tags {tags!r} must be a list of tags like ['gpu:1']") from None
 
 
 def check_seconds(value: Any, *, what: str, where: str) -> float | None:
@@ -45,7 +63,7 @@ def check_seconds(value: Any, *, what: str, where: str) -> float | None:
     return float(value)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, init=False)
 class Tasklet:
     """One task run, fully described: what to run, with what, needing what.
 
@@ -61,63 +79,73 @@ class Tasklet:
     """
 
     task: str | Callable[..., Any]
-    _: KW_ONLY
-    params: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    resource_tags: tuple[str, ...] = ()
-    required_initial_state: str | None = None
-    timeout: float | None = None
-    planning_timeout: float | None = None
-    name: str = ""
-    id: str = field(default_factory=_new_id)
+    params: Mapping[str, Any]
+    resource_tags: tuple[str, ...]
+    required_initial_state: str | None
+    timeout: float | None
+    planning_timeout: float | None
+    name: str
+    id: str
 
-    def __post_init__(self) -> None:
-        task = self.task
-        where = f"Tasklet({task!r})"
-        if isinstance(task, str):
+    # Written by hand (not generated) because it runs once per tasklet on the hot
+    # path: the common case sets eight slots and checks little.
+    def __init__(
+        self,
+        task: str | Callable[..., Any],
+        *,
+        params: Mapping[str, Any] | None = None,
+        resource_tags: Iterable[str] = (),
+        required_initial_state: str | None = None,
+        timeout: float | None = None,
+        planning_timeout: float | None = None,
+        name: str = "",
+        id: str | None = None,  # noqa: A002 - the field is called id
+    ) -> None:
+        if type(task) is str:
             if not task or task.strip() != task:
-                raise TaskletError(f"{where}: task name must be a non-empty 'plan/task' or task name")
+                raise TaskletError(f"Tasklet({task!r}): task name must be a non-empty 'plan/task' or task name")
         elif not callable(task):
-            raise TaskletError(f"{where}: task must be a 'plan/task' name or a callable, not {type(task).__name__}")
-        params = self.params
-        if params is not _EMPTY:
-            if not isinstance(params, Mapping):
-                raise TaskletError(
-                    f"{where}: params {params!r} must be a mapping of keyword arguments, e.g. {{'rounds': 3}}"
-                )
-            bad = [k for k in params if not isinstance(k, str) or not k.isidentifier()]
-            if bad:
-                raise TaskletError(f"{where}: params keys {bad!r} are not valid keyword-argument names")
-            object.__setattr__(self, "params", MappingProxyType(dict(params)))
-        tags = self.resource_tags
-        if type(tags) is not tuple:
-            if isinstance(tags, (str, bytes)):
-                raise TaskletError(f"{where}: resource_tags {tags!r} must be a list of tags like ['gpu:1', 'db']")
-            try:
-                tags = tuple(tags)
-            except TypeError:
-                raise TaskletError(f"{where}: resource_tags {tags!r} must be a list of tags like ['gpu:1']") from None
-            object.__setattr__(self, "resource_tags", tags)
-        if tags:
-            parse_tags(tags)
-        state = self.required_initial_state
-        if state is not None and (not isinstance(state, str) or not state):
-            raise TaskletError(f"{where}: required_initial_state {state!r} must be a state name or None")
-        if self.timeout is not None:
-            object.__setattr__(self, "timeout", check_seconds(self.timeout, what="timeout", where=where))
-        if self.planning_timeout is not None:
-            object.__setattr__(
-                self,
-                "planning_timeout",
-                check_seconds(self.planning_timeout, what="planning_timeout", where=where),
+            raise TaskletError(
+                f"Tasklet({task!r}): task must be a 'plan/task' name or a callable, not {type(task).__name__}"
             )
-        if not self.name:
-            if isinstance(task, str):
+        if params is None:
+            params = _EMPTY
+        else:
+            params = _check_params(task, params)
+        if type(resource_tags) is not tuple:
+            resource_tags = _tags_tuple(task, resource_tags)
+        if resource_tags:
+            parse_tags(resource_tags)
+        if required_initial_state is not None and (
+            not isinstance(required_initial_state, str) or not required_initial_state
+        ):
+            raise TaskletError(
+                f"Tasklet({task!r}): required_initial_state {required_initial_state!r} must be a state name or None"
+            )
+        if timeout is not None:
+            timeout = check_seconds(timeout, what="timeout", where=f"Tasklet({task!r})")
+        if planning_timeout is not None:
+            planning_timeout = check_seconds(planning_timeout, what="planning_timeout", where=f"Tasklet({task!r})")
+        if not name:
+            if type(task) is str:
                 name = task.rpartition("/")[2]
             else:
                 name = getattr(task, "__name__", None) or type(task).__name__
-            object.__setattr__(self, "name", name)
-        elif not isinstance(self.name, str):
-            raise TaskletError(f"{where}: name {self.name!r} must be a string")
+        elif not isinstance(name, str):
+            raise TaskletError(f"Tasklet({task!r}): name {name!r} must be a string")
+        if id is None:
+            id = f"{_SESSION}-{next(_counter)}"  # noqa: A001
+        elif not isinstance(id, str) or not id:
+            raise TaskletError(f"Tasklet({task!r}): id {id!r} must be a non-empty string")
+        _set = object.__setattr__
+        _set(self, "task", task)
+        _set(self, "params", params)
+        _set(self, "resource_tags", resource_tags)
+        _set(self, "required_initial_state", required_initial_state)
+        _set(self, "timeout", timeout)
+        _set(self, "planning_timeout", planning_timeout)
+        _set(self, "name", name)
+        _set(self, "id", id)
 
     def __repr__(self) -> str:
         task = self.task if isinstance(self.task, str) else getattr(self.task, "__qualname__", repr(self.task))
