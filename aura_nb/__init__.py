@@ -23,9 +23,12 @@ _NOTEBOOK_NAMES = (
     "Workbench",
     "render_state_map",
     "render_path",
+    "display_graph",
+    "dot_available",
     "utilization",
     "plot_timeline",
     "plot_utilization",
+    "run_sync",
 )
 
 __version__ = "0.1.0"
@@ -33,10 +36,10 @@ __all__ = [*_core_all, *_NOTEBOOK_NAMES, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "DaskExecutor":  # only when asked for: dask is an optional extra
-        from .dask_executor import DaskExecutor
+    if name in ("DaskExecutor", "WorkerLostError"):  # only when asked for: dask is an optional extra
+        from . import dask_executor
 
-        return DaskExecutor
+        return getattr(dask_executor, name)
     if name in _NOTEBOOK_NAMES:
         from . import notebook
 

@@ -320,8 +320,8 @@ async def test_submitting_something_that_is_not_a_tasklet_is_a_type_error(thing:
     async with an.ExecutionManager(capacities={"gpu": 1}) as em:
         with pytest.raises(TypeError) as info:
             await em.submit(thing)  # type: ignore[arg-type]
-        assert_names(str(info.value), "expected a Tasklet", f"{type(thing).__name__} {thing!r}", "an.Tasklet(")
-        with pytest.raises(TypeError, match="expected a Tasklet"):
+        assert_names(str(info.value), "expected an aura_nb Tasklet", f"{type(thing).__name__} {thing!r}", "an.Tasklet(")
+        with pytest.raises(TypeError, match="expected an aura_nb Tasklet"):
             em.start(thing)  # type: ignore[arg-type]
         assert_untouched(em, {"gpu": 1})
 

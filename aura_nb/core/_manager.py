@@ -335,8 +335,10 @@ class ExecutionManager:
     def _validate(self, tasklet: Tasklet) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
         """Everything submit checks: (resolved task, pool keys, capacities to declare)."""
         if not isinstance(tasklet, Tasklet):
+            shown = repr(tasklet) if len(repr(tasklet)) <= 80 else repr(tasklet)[:77] + "..."
             raise TypeError(
-                f"expected a Tasklet, got {type(tasklet).__name__} {tasklet!r}; wrap it: an.Tasklet({tasklet!r})"
+                f"expected an aura_nb Tasklet, got {type(tasklet).__name__} {shown}; describe the run first, "
+                "e.g. an.Tasklet(my_function, params={...}) or an.Tasklet('plan/task')"
             )
         resolved = self._resolve_task(tasklet)
         keys, new = self._resolve_keys(tasklet)

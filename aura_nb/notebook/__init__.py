@@ -11,7 +11,22 @@ core knows this package exists.
 """
 
 from ._analysis import plot_timeline, plot_utilization, utilization
-from ._render import render_path, render_state_map
+from ._loop import run_sync
+from ._render import STYLES, GraphView, StateDiagram, display_graph, dot_available, render_path, render_state_map, to_svg
 from ._workbench import Workbench
 
-__all__ = ["Workbench", "plot_timeline", "plot_utilization", "render_path", "render_state_map", "utilization"]
+__all__ = [
+    "STYLES",
+    "GraphView",
+    "StateDiagram",
+    "Workbench",
+    "display_graph",
+    "dot_available",
+    "plot_timeline",
+    "plot_utilization",
+    "render_path",
+    "render_state_map",
+    "run_sync",
+    "to_svg",
+    "utilization",
+]

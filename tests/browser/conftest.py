@@ -51,7 +51,10 @@ def browser_tools() -> None:
     require_or_skip(dot_available(), "Graphviz's dot program (the tests read its SVG drawings)")
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop marked as
+# running in the main thread while it is open, which would break every async test
+# that runs after the browser tests in the same session.
+@pytest.fixture(scope="package")
 def playwright(browser_tools: None) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
@@ -60,7 +63,7 @@ def playwright(browser_tools: None) -> Iterator[object]:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(browser_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """JupyterLab on 127.0.0.1, a free port and a random token, serving a copy of notebooks/."""
     root = tmp_path_factory.mktemp("lab")
