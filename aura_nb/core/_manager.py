@@ -140,12 +140,15 @@ class ExecutionManager:
     ``plans``: the :class:`Plan` objects whose tasks and state maps tasklets may use.
     ``max_concurrency``: how many tasklets may plan or run at once. ``capacities``:
     resource capacities declared up front (tags ``name:N`` declare them too; a tag that
-    contradicts a known capacity is a :class:`ResourceTagError`). ``event_log``: a
-    path to also write every event to SQLite (``keep_events=N`` then keeps only about
-    the newest N events in memory; the frames read older ones from the file). ``planning_timeout``: default limit for
-    the planning phase. ``executor``: where task bodies run (default: here; see
-    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``). Use it as ``async with ExecutionManager(...) as em:``, or call
-    ``await em.aclose()`` when done.
+    contradicts a known capacity is a :class:`ResourceTagError`). ``event_log``: a path
+    to also write every event to SQLite, every ``flush_interval`` seconds;
+    ``keep_events=N`` then keeps only about the newest N events in memory (the frames
+    read older ones from the file). ``planning_timeout``: default limit for the
+    planning phase. ``executor``: where task bodies run (default: here; see
+    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``).
+
+    Use it as ``async with ExecutionManager(...) as em:``, or call ``await em.aclose()``
+    when done.
     """
 
     def __init__(
@@ -293,10 +296,9 @@ class ExecutionManager:
         if isinstance(task, str):
             plan_name, slash, bare = task.rpartition("/")
             if slash and (not bare or not plan_name):
-                known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
-                listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
                 raise TaskNotFoundError(
-                    f"tasklet {tasklet.id}: task {task!r}: write 'plan/task' with both parts (known: {listing})"
+                    f"tasklet {tasklet.id}: task {task!r}: write 'plan/task' with both parts "
+                    f"(known: {self._known_tasks()})"
                 )
             if slash:
                 plan = self._plans.get(plan_name)
@@ -313,9 +315,9 @@ class ExecutionManager:
                     if owners:
                         which = ", ".join(f"'{p.name}/{bare}'" for p in owners)
                         raise TaskNotFoundError(f"tasklet {tasklet.id}: task {task!r} is ambiguous: write {which}")
-                    known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
-                    listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
-                    raise TaskNotFoundError(f"tasklet {tasklet.id}: no task named {task!r} (known: {listing})")
+                    raise TaskNotFoundError(
+                        f"tasklet {tasklet.id}: no task named {task!r} (known: {self._known_tasks()})"
+                    )
                 plan = owners[0]
                 spec = plan.tasks[bare]
             resolved: tuple[Any, ...] = (spec.fn, spec.is_async, plan, spec.qualified, plan.name)
@@ -361,6 +363,10 @@ class ExecutionManager:
     def validate(self, tasklet: Tasklet) -> None:
         """Raise what ``submit`` would raise for this tasklet, without running it (a dry run)."""
         self._validate(tasklet)
+
+    def _known_tasks(self) -> str:
+        known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
+        return ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
 
     def _admit(self, tasklet: Tasklet) -> _Run:
         """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
