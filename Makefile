@@ -34,8 +34,11 @@ graphviz:
 		echo "  conda:         conda install -c conda-forge graphviz"; \
 	fi
 
+# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(VENV)/.installed-lab graphviz
-	$(BIN)/jupyter lab notebooks/01_tour.ipynb
+	cd notebooks && ../$(BIN)/jupyter lab $(ALLOW_ROOT) 01_tour.ipynb
 
 test: $(VENV)/.installed-test graphviz
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
