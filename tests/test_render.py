@@ -64,14 +64,65 @@ def test_each_status_colours_its_step_and_leaves_the_rest_pending(
     assert f"step 1/2: {status}" in first
     assert has_style(second, STYLES["pending"]["edge"])  # missing from progress = pending
     assert "step 2/2: pending" in second
-    # The state a step leads to takes the step's status; the start is the current state.
+    # The state a step leads to takes the step's status; the current state is the start
+    # until the step is done (then the system is where it led: see the test below).
     drawn_nodes = nodes(source)
-    assert has_style(drawn_nodes["logged_in"], STYLES[status]["node"])
-    assert has_style(drawn_nodes["logged_out"], STYLES["current"]["node"])
+    if status == "done":
+        assert has_style(drawn_nodes["logged_in"], STYLES["current"]["node"])
+        assert "<I>current</I>" in drawn_nodes["logged_in"] and "current" not in drawn_nodes["logged_out"]
+    else:
+        assert has_style(drawn_nodes["logged_in"], STYLES[status]["node"])
+        assert has_style(drawn_nodes["logged_out"], STYLES["current"]["node"])
     assert has_style(drawn_nodes["in_game_at_home"], STYLES["target"]["node"])
     # Transitions off the path keep the base style: no attribute of their own but the label.
     for off_path in [("logged_out", "in_game_at_home"), ("in_game_at_home", "logged_out")]:
         assert re.fullmatch(r"label=<.*>", drawn[off_path])
+
+
+def current_of(source: str) -> list[str]:
+    """The states marked as the system's current state in a drawing."""
+    return [name for name, attrs in nodes(source).items() if "<I>current" in attrs]
+
+
+@pytest.mark.parametrize(
+    ("progress", "current"),
+    [
+        ({}, "logged_out"),  # planned, nothing ran yet
+        ({0: "running"}, "logged_out"),  # on the way: still where it started
+        ({0: "done"}, "logged_in"),
+        ({0: "done", 1: "running"}, "logged_in"),
+        ({0: "done", 1: "done"}, "in_game_at_home"),  # finished: at the target
+        ({0: "failed"}, "logged_out"),
+        ({0: "done", 1: "failed"}, "logged_in"),  # stuck where the failed step started
+    ],
+)
+def test_the_current_state_is_the_state_reached(
+    game: an.Plan, home_path: an.Path, progress: dict[int, str], current: str
+) -> None:
+    source = render_path(game, home_path, progress).source
+    assert current_of(source) == [current]
+    assert has_style(nodes(source)[current], STYLES["current"]["node"])
+    assert "peripheries=2" in nodes(source)["in_game_at_home"]  # the target stays marked
+    # Before anything runs, the plain map with the path agrees.
+    assert current_of(render_state_map(game, path=home_path).source) == ["logged_out"]
+
+
+def test_the_title_is_one_run_of_text_without_gaps(game: an.Plan, home_path: an.Path) -> None:
+    # dot places each font run of an HTML label by its own measure of the text: with a
+    # bold "plan game" the browser showed "plan game   : logged_out ...". One run cannot.
+    source = render_path(game, home_path, {0: "done"}).source
+    assert "label=<plan game: logged_out to in_game_at_home in 2 steps, cost 6 (1 pending, 1 done)>" in source
+    assert STYLES["base"]["graph"]["fontname"].split(",")[-1].strip() == "sans-serif"  # a fallback list
+    require_or_skip(dot_available(), "Graphviz's dot program")
+    root = ET.fromstring(to_svg(render_path(game, home_path, {0: "done"})))
+    graph = next(g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "graph")
+    title = [element.text or "" for element in graph.findall("{http://www.w3.org/2000/svg}text")]
+    assert title == ["plan game: logged_out to in_game_at_home in 2 steps, cost 6 (1 pending, 1 done)"]
+    assert not re.search(r"\s{3,}", title[0])
+    for plan_only in (render_state_map(game), render_path(game, game.find_path("logged_in", "logged_in"))):
+        svg_root = ET.fromstring(to_svg(plan_only))
+        top = next(g for g in svg_root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "graph")
+        assert len(top.findall("{http://www.w3.org/2000/svg}text")) == 1
 
 
 def test_the_four_statuses_look_different() -> None:

@@ -432,3 +432,85 @@ async def test_aclose_keeps_the_final_dashboard() -> None:
     assert "succeeded <b>3</b>" in wb.counters.value
     assert wb.gauges["gpu"].bar.max == 1 and wb.gauges["gpu"].bar.value == 0
     assert "closed" in wb.header.value
+
+
+async def test_a_gauge_says_whether_its_own_limit_holds_the_queue_up() -> None:
+    # Two tasklets fill the global limit; three more need api_key_A too, which has room.
+    # The key's gauge must not read as the bottleneck: they are blocked by "global".
+    wb = Workbench(max_concurrency=2, capacities={"api_key_A": 5, "gpu": 1})
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+
+    handles = wb.submit_many([Tasklet(work, resource_tags=["api_key_A"]) for _ in range(5)])
+    await _settle()
+    wb.refresh()
+    _assert_gauges_match(wb)
+    key, glob = wb.gauges["api_key_A"], wb.gauges["global"]
+    assert key.text.value == "2 / 5 in use · 3 waiting"
+    assert key.blocked_text.value == "· 0 blocked here" and key.blocked == 0
+    assert "aura-load-ok" in key.box._dom_classes  # coloured by its own load
+    assert glob.text.value == "2 / 2 in use · 3 waiting"
+    assert glob.blocked_text.value == "· 3 blocked here" and glob.blocked == 3
+    assert "aura-gauge-blocked" in key.blocked_text._dom_classes
+    assert "another limit" in key.text.tooltip and "full" in key.blocked_text.tooltip
+    assert "3 blocked here" in repr(glob)
+    gate.set()
+    await asyncio.gather(*handles)
+
+    # The other way round: the GPU is full, the global limit has room.
+    gate = asyncio.Event()
+    wb2 = Workbench(max_concurrency=4, capacities={"gpu": 1})
+    handles = wb2.submit_many([Tasklet(work, resource_tags=["gpu"]) for _ in range(3)])
+    await _settle()
+    wb2.refresh()
+    assert wb2.gauges["gpu"].blocked_text.value == "· 2 blocked here"
+    assert wb2.gauges["global"].blocked_text.value == "· 0 blocked here"
+    gate.set()
+    await asyncio.gather(*handles)
+    await _until(lambda: not wb2.pumping)
+    assert [g.blocked_text.value for g in wb2.gauges.values()] == ["· 0 blocked here"] * 2
+    await wb.aclose()
+    await wb2.aclose()
+
+
+async def test_cancel_and_why_are_disabled_while_no_tasklet_is_live() -> None:
+    wb = Workbench(max_concurrency=2)
+    assert wb.cancel_button.disabled and wb.why_button.disabled
+    assert "No tasklet" in wb.cancel_button.tooltip
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    handle = wb.submit(Tasklet(forever))
+    await _until(lambda: not wb.cancel_button.disabled)  # the pump enabled them
+    assert not wb.why_button.disabled
+    assert "Cancel the selected tasklet" in wb.cancel_button.tooltip
+    wb.cancel_button.click()  # the first live tasklet is selected
+    with pytest.raises(TaskletCancelledError):
+        await handle
+    await _until(lambda: not wb.pumping)
+    assert wb.cancel_button.disabled and wb.why_button.disabled
+    await wb.aclose()
+    assert wb.cancel_button.disabled
+
+
+async def test_after_a_run_the_drawing_marks_the_target_as_current() -> None:
+    box: list[Workbench] = []
+    wb = Workbench(plans=[_door_plan([], box)], max_concurrency=2)
+    box.append(wb)
+    await wb.run(Tasklet("house/tidy", required_initial_state="room"))
+    room = next(line for line in wb.path_source.splitlines() if line.startswith("\troom "))
+    outside = next(line for line in wb.path_source.splitlines() if line.startswith("\toutside "))
+    assert "<I>current, target</I>" in room and "current" not in outside
+    await wb.aclose()
+    # A failed step leaves the system where that step started.
+    box = []
+    wb = Workbench(plans=[_door_plan([], box, fail="enter_room")], max_concurrency=2)
+    box.append(wb)
+    with pytest.raises(StatePlanningError):
+        await wb.run(Tasklet("house/tidy", required_initial_state="room"))
+    hall = next(line for line in wb.path_source.splitlines() if line.startswith("\thall "))
+    assert "<I>current</I>" in hall
+    await wb.aclose()

@@ -56,6 +56,11 @@ PROGRESS: tuple[str, ...] = ("pending", "running", "done", "failed")
 # Okabe-Ito colours (distinguishable with deuteranopia, protanopia and tritanopia);
 # text colours are darker shades of the same hue, readable on white.
 _BLUE, _ORANGE, _GREEN, _VERMILLION = "#0072B2", "#E69F00", "#009E73", "#D55E00"
+# A list, not plain "Helvetica": dot maps that one name to its generic sans-serif to
+# measure text (DejaVu Sans on Debian), while the browser draws Helvetica or its metric
+# twin Arial/Liberation Sans, narrower: labels sat off-centre, with gaps between font
+# runs. Given as a list, dot and the browser resolve the same font.
+_FONTS = "Helvetica,Arial,sans-serif"
 
 
 #: Style name -> ``{"node": attrs, "edge": attrs}`` (``"base"`` also has ``"graph"``).
@@ -80,7 +85,7 @@ STYLES: StyleMap = _frozen(
             "graph": {
                 "rankdir": "LR",
                 "bgcolor": "white",
-                "fontname": "Helvetica",
+                "fontname": _FONTS,
                 "fontsize": "12",
                 "labelloc": "t",
                 "labeljust": "l",
@@ -94,7 +99,7 @@ STYLES: StyleMap = _frozen(
                 "fillcolor": "#FFFFFF",
                 "color": "#555555",
                 "fontcolor": "#222222",
-                "fontname": "Helvetica",
+                "fontname": _FONTS,
                 "fontsize": "12",
                 "penwidth": "1",
                 "margin": "0.15,0.07",
@@ -102,7 +107,7 @@ STYLES: StyleMap = _frozen(
             "edge": {
                 "color": "#888888",
                 "fontcolor": "#555555",
-                "fontname": "Helvetica",
+                "fontname": _FONTS,
                 "fontsize": "10",
                 "penwidth": "1",
                 "arrowsize": "0.8",
@@ -354,11 +359,12 @@ def _draw(
             raise ValueError(f"the path belongs to plan {path.plan!r}, not to plan {plan.name!r}")
         _check_state(plan, path.start, "the path's start")
         _check_state(plan, path.target, "the path's target")
-        current = path.start if current is None else current
+    status_of = _check_progress(progress, len(steps))
+    if path is not None:
+        current = _reached(path.start, steps, status_of) if current is None else current
         target = path.target if target is None else target
     _check_state(plan, current, "current state")
     _check_state(plan, target, "target state")
-    status_of = _check_progress(progress, len(steps))
 
     # Which transition each step drives (from, to and task identify it in a plan).
     index_of = {(t.from_state, t.to_state, t.task): i for i, t in enumerate(transitions)}
@@ -410,8 +416,26 @@ def _draw(
     return g
 
 
+def _reached(start: str, steps: list[Any], status_of: Mapping[int, str]) -> str:
+    """The state the system is in: where the last ``done`` step led, else the start.
+
+    A ``failed`` step leaves the system where that step started (and ends the path).
+    """
+    state = start
+    for position, step in enumerate(steps):
+        status = status_of.get(position, "pending")
+        if status == "failed":
+            return step.from_state
+        if status == "done":
+            state = step.to_state
+    return state
+
+
 def _title(plan: Plan, path: Path | None, status_of: Mapping[int, str]) -> str:
-    head = f"<B>plan {_text(plan.name)}</B>"
+    # One font run on purpose: dot places each run of an HTML label by its own measure
+    # of the text before it, and a browser whose font differs shows a gap between runs
+    # ("plan game   : ..."). A single run is one <text> element that cannot split.
+    head = f"plan {_text(plan.name)}"
     if path is None:
         n_states, n_transitions = len(plan.states), len(plan.transitions)
         return (
@@ -462,8 +486,10 @@ def render_path(
 
     *progress* maps a step's index (``step.index``, from 0) to ``"pending"``,
     ``"running"``, ``"done"`` or ``"failed"``; a missing step is ``pending``. The
-    path's start is marked ``current`` and its end ``target``. Pure: the same
-    arguments always give the same DOT text.
+    path's end is marked ``target``, and the state the system has reached is marked
+    ``current``: where the last ``done`` step led (the start while no step is done),
+    or the start of a ``failed`` step. Pure: the same arguments always give the same
+    DOT text.
 
     Raises:
         ValueError: a step of *path* is not a transition of the map, or *progress*

@@ -4,9 +4,12 @@ Mental model: the manager is the engine, the Workbench is its instrument panel. 
 submits tasklets on the kernel's own event loop and shows, in one ipywidgets box:
 
 * a gauge per limit (the global one, then each resource as it is declared): in use /
-  capacity and how many wait, green below 70 % load, amber below 100 %, red when full;
+  capacity, how many queued tasklets need it ("waiting") and how many of those it holds
+  up itself ("blocked here": the limit is full), coloured by the limit's own load: green
+  below 70 %, amber below 100 %, red when full;
 * counters by phase and by final status;
-* the tasklets not finished yet, with a *Cancel* and a *Why waiting?* button;
+* the tasklets not finished yet, with a *Cancel* and a *Why waiting?* button (disabled
+  while there is none);
 * the last planned state path, drawn by Graphviz before its transitions run, then
   each step coloured as it runs, succeeds or fails;
 * the failures of tasklets submitted through it (a background exception is otherwise
@@ -25,8 +28,9 @@ but a done-callback. Redrawing a path's progress happens in a worker thread, in 
 background: only the first drawing of a path is awaited before its transitions run.
 
 Every widget carries CSS classes of its own (``aura-gauge``, ``aura-gauge-<name>``,
-``aura-counters``, ``aura-running``, ``aura-path``, ``aura-errors``, ``aura-why``, ...)
-so that a page, a theme or a browser test can select it.
+``aura-gauge-text``, ``aura-gauge-blocked``, ``aura-counters``, ``aura-running``,
+``aura-path``, ``aura-errors``, ``aura-why``, ...) so that a page, a theme or a browser
+test can select it.
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ __all__ = ["Workbench"]
 LOAD_BUSY = 0.7
 LOAD_FULL = 1.0
 _BAR_STYLE = {"ok": "success", "busy": "warning", "full": "danger"}
+_WAITING_TIP = (
+    "waiting: tasklets in the queue that need a token of this limit. They may be held up by "
+    "another limit they also need; 'blocked here' counts those held up by this one."
+)
+_BLOCKED_TIP = (
+    "blocked here: waiting tasklets held up by this limit itself, because it is full. The others "
+    "wait for another limit (or for a token kept for the oldest waiter): ask 'Why waiting?'."
+)
 #: Statuses of a finished tasklet that count as an error (a cancellation is asked for).
 _ERROR_STATUSES = frozenset({"failed", "timeout", "planning_failed"})
 #: How many rows the dashboard lists; the rest is summarised as "... N more".
@@ -73,6 +85,9 @@ _MAX_CHOICES = 100
 _MAX_ERRORS = 50
 #: The list of live tasklets is read again after this many times its last cost (1 %).
 _LIVE_BUDGET = 100.0
+_NOTHING_LIVE = "No tasklet is waiting, planning or running."
+_CANCEL_TIP = "Cancel the selected tasklet, wherever it is: waiting, planning or running."
+_WHY_TIP = "Why does the selected tasklet wait: its place in the queue, and who holds what it needs."
 _DOT_HINT = (
     "Graphviz's <code>dot</code> program is not installed, so the path is shown as DOT text. "
     "Install it to see the drawing: <code>sudo apt-get install graphviz</code> (Debian/Ubuntu), "
@@ -115,10 +130,26 @@ def _load_level(limit: LimitStatistics) -> str:
     return "busy" if load >= LOAD_BUSY else "ok"
 
 
-class _Gauge:
-    """One limit on the dashboard: name, a bar of ``in_use`` out of ``capacity``, a caption."""
+def _blocked_here(in_use: int, capacity: int, waiting: int) -> int:
+    """How many of the *waiting* tasklets that need a limit it holds up itself.
 
-    __slots__ = ("name", "box", "label", "bar", "text", "_level", "_last")
+    Each waiter needs one token: while the limit is full, every one of them is held up
+    by it; while a token is free, none is (they wait for another limit they need, or
+    for the token kept for the oldest waiter). So the snapshot alone answers, with no
+    look at the waiters one by one.
+    """
+    return waiting if capacity and in_use >= capacity else 0
+
+
+class _Gauge:
+    """One limit on the dashboard: name, a bar of ``in_use`` out of ``capacity``, a caption.
+
+    The caption (``text``) reads ``2 / 5 in use · 3 waiting``; ``blocked_text`` adds how
+    many of those waiting this limit holds up itself (``· 0 blocked here``), so that
+    tasklets queued for another, full limit are not read as this one's doing.
+    """
+
+    __slots__ = ("name", "box", "label", "bar", "text", "blocked_text", "_level", "_last")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -128,9 +159,13 @@ class _Gauge:
             value=0, min=0, max=1, bar_style="success", layout=widgets.Layout(flex="1 1 auto", width="auto")
         )
         self.bar.add_class("aura-gauge-bar")
-        self.text = widgets.Label("", layout=widgets.Layout(width="14em"))
+        self.text = widgets.Label("", tooltip=_WAITING_TIP, layout=widgets.Layout(width="14em"))
         self.text.add_class("aura-gauge-text")
-        self.box = widgets.HBox([self.label, self.bar, self.text], layout=widgets.Layout(width="100%"))
+        self.blocked_text = widgets.Label("", tooltip=_BLOCKED_TIP, layout=widgets.Layout(width="9em"))
+        self.blocked_text.add_class("aura-gauge-blocked")
+        self.box = widgets.HBox(
+            [self.label, self.bar, self.text, self.blocked_text], layout=widgets.Layout(width="100%")
+        )
         for css in ("aura-gauge", f"aura-gauge-{name}", "aura-load-ok"):
             self.box.add_class(css)
         self._level = "ok"
@@ -145,6 +180,7 @@ class _Gauge:
         # max first: IntProgress clamps value to [min, max].
         _set(self.bar, max=limit.capacity, value=min(limit.in_use, limit.capacity), bar_style=_BAR_STYLE[level])
         _set(self.text, value=f"{limit.in_use} / {limit.capacity} in use · {limit.waiting} waiting")
+        _set(self.blocked_text, value=f"· {self.blocked} blocked here")
         if level != self._level:
             with self.box.hold_sync():
                 self.box.remove_class(f"aura-load-{self._level}")
@@ -163,8 +199,16 @@ class _Gauge:
     def waiting(self) -> int:
         return self._last[2] if self._last else 0
 
+    @property
+    def blocked(self) -> int:
+        """How many of the waiting tasklets this limit holds up itself (it is full)."""
+        return _blocked_here(self.in_use, self.capacity, self.waiting)
+
     def __repr__(self) -> str:
-        return f"<gauge {self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting ({self._level})>"
+        return (
+            f"<gauge {self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting, "
+            f"{self.blocked} blocked here ({self._level})>"
+        )
 
 
 @dataclass(slots=True)
@@ -198,7 +242,7 @@ class Workbench:
             live (>= 0.1: at most 10 updates a second).
 
     Widgets (ipywidgets, to embed or restyle): ``widget`` (the whole dashboard),
-    ``gauges`` (name -> gauge with ``box``, ``bar``, ``text``), ``counters``,
+    ``gauges`` (name -> gauge with ``box``, ``bar``, ``text``, ``blocked_text``), ``counters``,
     ``running`` (``running_table``, ``tasklet_select``, ``cancel_button``,
     ``why_button``), ``why_area``, ``path_widget``, ``errors_widget``.
     """
@@ -268,9 +312,14 @@ class Workbench:
         self.running_table.add_class("aura-running-table")
         self.tasklet_select = widgets.Dropdown(options=[], description="Tasklet", layout=widgets.Layout(width="28em"))
         self.tasklet_select.add_class("aura-tasklet-select")
-        self.cancel_button = widgets.Button(description="Cancel", button_style="danger", icon="stop")
+        # Disabled until a tasklet is live: there is nothing to cancel or ask about.
+        self.cancel_button = widgets.Button(
+            description="Cancel", button_style="danger", icon="stop", disabled=True, tooltip=_NOTHING_LIVE
+        )
         self.cancel_button.add_class("aura-cancel")
-        self.why_button = widgets.Button(description="Why waiting?", icon="question")
+        self.why_button = widgets.Button(
+            description="Why waiting?", icon="question", disabled=True, tooltip=_NOTHING_LIVE
+        )
         self.why_button.add_class("aura-why-button")
         self.cancel_button.on_click(self._on_cancel_click)
         self.why_button.on_click(self._on_why_click)
@@ -584,10 +633,14 @@ class Workbench:
                 f"{th}resources</th></tr></thead><tbody>{rows}{more}</tbody></table>"
             )
         else:
-            table = '<div class="aura-running-none">No tasklet is waiting, planning or running.</div>'
+            table = f'<div class="aura-running-none">{_NOTHING_LIVE}</div>'
         _set(self.running_table, value=table)
 
         options = tuple((f"{t.id} · {t.name} · {status}", t.id) for t, status in live[:_MAX_CHOICES])
+        # Nothing live, nothing to act on: the buttons say so instead of answering a click.
+        nothing = not options
+        _set(self.cancel_button, disabled=nothing, tooltip=_NOTHING_LIVE if nothing else _CANCEL_TIP)
+        _set(self.why_button, disabled=nothing, tooltip=_NOTHING_LIVE if nothing else _WHY_TIP)
         select = self.tasklet_select
         if options != select.options:
             selected = select.value
