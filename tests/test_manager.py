@@ -224,6 +224,28 @@ async def test_an_impossible_capacity_change_still_drains() -> None:
         assert_idle(em)
 
 
+async def test_the_global_limit_can_change_live() -> None:
+    gate = anyio.Event()
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async with an.ExecutionManager(max_concurrency=1) as em:
+        handles = [em.start(an.Tasklet(hold)) for _ in range(3)]
+        await anyio.sleep(0.01)
+        assert (em.statistics().running, em.statistics().waiting) == (1, 2)
+        em.set_max_concurrency(3)  # growing admits the waiters at once
+        await anyio.sleep(0.01)
+        assert (em.statistics().running, em.statistics().waiting) == (3, 0)
+        assert em.max_concurrency == 3
+        with pytest.raises(an.ResourceTagError, match="max_concurrency 0"):
+            em.set_max_concurrency(0)
+        gate.set()
+        for h in handles:
+            await h
+        assert_idle(em)
+
+
 # -- hooks -----------------------------------------------------------------------------
 def record_hooks(em: an.ExecutionManager) -> list[tuple[str, str | None]]:
     seen: list[tuple[str, str | None]] = []

@@ -97,16 +97,6 @@ class ResourcePool:
             self._dispatch()
 
     # -- acquiring ---------------------------------------------------------------
-    async def acquire(self, keys: tuple[str, ...], owner: Any) -> None:
-        """Take one token of every limit in ``keys`` at once, waiting until all are free.
-
-        Cancelled while waiting, it holds nothing. Raises ManagerClosedError when the
-        pool is closed while waiting.
-        """
-        waiter = self.try_acquire(keys, owner)
-        if waiter is not None:
-            await self.wait(waiter)
-
     def try_acquire(self, keys: tuple[str, ...], owner: Any) -> _Waiter | None:
         """Take the tokens now (returns None) or join the queue (returns the waiter).
 
