@@ -407,61 +407,12 @@ class ExecutionManager:
         limit fires, :class:`StatePlanningError` when the state cannot be reached; a
         cancellation propagates after the hooks ran and every resource was released.
         """
-        run = self._admit(tasklet)
-        run.waiter = self._pool.try_acquire(run.keys, run)
-        return await self._execute(run)
-
-    def start(self, tasklet: Tasklet) -> TaskletHandle:
-        """Start a tasklet in the background; returns its :class:`TaskletHandle` at once.
-
-        Inside ``async with ExecutionManager(...)`` the tasklet runs in the manager's
-        task group; otherwise (asyncio only, e.g. a Jupyter cell) it runs in a task of
-        the running loop, referenced by the manager until it ends.
-        """
-        if self._closed:
-            raise ManagerClosedError(
-                f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
-            )
-        spawn: Callable[..., Any]
-        if self._tg is not None:
-            spawn = self._tg.start_soon
+        # One coroutine per tasklet, not two: start() hands its pre-admitted _Run here.
+        if type(tasklet) is _Run:
+            run = tasklet
         else:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                raise ManagerUsageError(
-                    "start() needs a running event loop: call it from async code. On trio, enter the manager "
-                    "first: `async with ExecutionManager(...) as em:`"
-                ) from None
-
-            def spawn(fn: Callable[..., Any], *args: Any) -> None:
-                task = loop.create_task(fn(*args))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-
-        run = self._admit(tasklet)
-        handle = run.handle = TaskletHandle(tasklet, run)
-        # Queue now: the tasklet's place is fixed by start(), not by when its task runs.
-        run.waiter = self._pool.try_acquire(run.keys, run)
-        spawn(self._run_handle, handle, run)
-        return handle
-
-    async def _run_handle(self, handle: TaskletHandle, run: _Run) -> None:
-        with anyio.CancelScope() as scope:
-            handle._scope = scope
-            if handle._cancel_requested:
-                scope.cancel()
-            try:
-                result = await self._execute(run)
-            except BaseException as exc:
-                error = cancelled_error(run.tasklet) if run.status == "cancelled" else exc
-                handle._finish(None, error)
-                if isinstance(exc, Exception):
-                    return  # kept in the handle: a failing tasklet must not tear down the task group
-                raise
-            handle._finish(result, None)
-
-    async def _execute(self, run: _Run) -> Any:
+            run = self._admit(tasklet)
+            run.waiter = self._pool.try_acquire(run.keys, run)
         hooks = self.hooks.by_code
         sync_only = self.hooks.sync_only
         log = self.events
@@ -538,6 +489,57 @@ class ExecutionManager:
             else:
                 await self._fire(_AFTER, seq, run, x, result=result)
         return result
+
+
+    def start(self, tasklet: Tasklet) -> TaskletHandle:
+        """Start a tasklet in the background; returns its :class:`TaskletHandle` at once.
+
+        Inside ``async with ExecutionManager(...)`` the tasklet runs in the manager's
+        task group; otherwise (asyncio only, e.g. a Jupyter cell) it runs in a task of
+        the running loop, referenced by the manager until it ends.
+        """
+        if self._closed:
+            raise ManagerClosedError(
+                f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
+            )
+        spawn: Callable[..., Any]
+        if self._tg is not None:
+            spawn = self._tg.start_soon
+        else:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise ManagerUsageError(
+                    "start() needs a running event loop: call it from async code. On trio, enter the manager "
+                    "first: `async with ExecutionManager(...) as em:`"
+                ) from None
+
+            def spawn(fn: Callable[..., Any], *args: Any) -> None:
+                task = loop.create_task(fn(*args))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+        run = self._admit(tasklet)
+        handle = run.handle = TaskletHandle(tasklet, run)
+        # Queue now: the tasklet's place is fixed by start(), not by when its task runs.
+        run.waiter = self._pool.try_acquire(run.keys, run)
+        spawn(self._run_handle, handle, run)
+        return handle
+
+    async def _run_handle(self, handle: TaskletHandle, run: _Run) -> None:
+        with anyio.CancelScope() as scope:
+            handle._scope = scope
+            if handle._cancel_requested:
+                scope.cancel()
+            try:
+                result = await self.submit(run)  # type: ignore[arg-type]
+            except BaseException as exc:
+                error = cancelled_error(run.tasklet) if run.status == "cancelled" else exc
+                handle._finish(None, error)
+                if isinstance(exc, Exception):
+                    return  # kept in the handle: a failing tasklet must not tear down the task group
+                raise
+            handle._finish(result, None)
 
     async def _call_executor(self, run: _Run) -> Any:
         """Run the body on ``self.executor`` under the tasklet's timeout."""
