@@ -76,6 +76,8 @@ class Tasklet:
     ``planning_timeout`` the planning (None: no limit / the manager's default).
 
     Tags are parsed here, so a malformed tag fails before anything is submitted.
+    A Tasklet describes one run: submitting the same object again runs it again
+    under the same ``id`` (create a new Tasklet to tell the runs apart in the log).
     """
 
     task: str | Callable[..., Any]
