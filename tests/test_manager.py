@@ -593,3 +593,32 @@ async def test_manager_repr_and_live() -> None:
     async with an.ExecutionManager() as em:
         assert "ExecutionManager open" in repr(em)
         assert em.live() == []
+
+
+@pytest.mark.parametrize("busy", [False, True])
+async def test_cancelled_in_an_async_submitted_hook_leaves_nothing_behind(busy: bool) -> None:
+    gate = anyio.Event()
+    in_hook = anyio.Event()
+
+    async def hold() -> None:
+        await gate.wait()
+
+    async def slow_hook(ev: an.Event) -> None:
+        if ev.tasklet.name == "victim":
+            in_hook.set()
+            await anyio.sleep_forever()
+
+    async with an.ExecutionManager(capacities={"gpu": 1}) as em:
+        em.hooks.on("tasklet_submitted", slow_hook)
+        holder = em.start(an.Tasklet(hold, resource_tags=["gpu"])) if busy else None
+        await anyio.sleep(0.01)
+        victim = em.start(an.Tasklet(hold, resource_tags=["gpu"], name="victim"))
+        await in_hook.wait()
+        victim.cancel()
+        with pytest.raises(an.TaskletCancelledError):
+            await victim
+        gate.set()
+        if holder is not None:
+            await holder
+        assert_idle(em)
+    assert em.events.runs()["status"].tolist() == (["succeeded", "cancelled"] if busy else ["cancelled"])

@@ -417,19 +417,24 @@ class ExecutionManager:
         sync_only = self.hooks.sync_only
         log = self.events
         tix = run.tix
-        if hooks[_SUBMITTED]:
-            if sync_only[_SUBMITTED]:
-                self._fire_sync(_SUBMITTED, run.seq0, run)
-            else:
-                await self._fire(_SUBMITTED, run.seq0, run)
+        waiter, run.waiter = run.waiter, None
+        waiting = False
         try:
-            waiter = run.waiter
+            if hooks[_SUBMITTED]:
+                if sync_only[_SUBMITTED]:
+                    self._fire_sync(_SUBMITTED, run.seq0, run)
+                else:
+                    await self._fire(_SUBMITTED, run.seq0, run)
             if waiter is not None:
-                run.waiter = None
-                await self._pool.wait(waiter)
+                waiting = True
+                await self._pool.wait(waiter)  # cleans up after itself when cancelled
         except BaseException as exc:
-            # Cancelled (or the manager closed) while waiting: it holds nothing.
-            await self._conclude(run, exc, holding=False)
+            # Cancelled (or the manager closed) before the run began. Taken at once
+            # (no waiter): give the tokens back. Queued, and an async tasklet_submitted
+            # hook was cancelled before wait(): leave the queue.
+            if waiter is not None and not waiting:
+                self._pool.cancel_waiter(waiter)
+            await self._conclude(run, exc, holding=waiter is None)
             raise
         seq = log.record(_ACQUIRED, tix, _now())
         try:
