@@ -19,3 +19,14 @@ def require_or_skip(ok: bool, what: str) -> None:
     if os.environ.get("AURA_NB_REQUIRE_TOOLS") == "1":
         pytest.fail(f"{what} is required in CI (AURA_NB_REQUIRE_TOOLS=1) but missing")
     pytest.skip(f"{what} is not installed")
+
+
+#: Lines a test wants in the run's summary (e.g. the soak test's RSS before and after).
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("aura_nb measurements")
+        for line in REPORT:
+            terminalreporter.write_line(line)

@@ -201,9 +201,11 @@ async def test_a_soak_of_100k_tasklets_keeps_memory_flat(tmp_path: Path) -> None
         retained = tracemalloc.get_traced_memory()[0] - traced_before
         tracemalloc.stop()
         rss_after = rss_mib()
-    print(
-        f"\nsoak: RSS {rss_before:.1f} MiB after 20k tasklets, {rss_after:.1f} MiB after 100k; "
-        f"{retained / 2**20:.2f} MiB of Python objects retained over the last 80k"
+    from conftest import REPORT
+
+    REPORT.append(
+        f"soak (100k tasklets, SQLite log, keep_events=10k): RSS {rss_before:.1f} MiB after 20k tasklets, "
+        f"{rss_after:.1f} MiB after 100k; {retained / 2**20:.2f} MiB of Python objects retained over the last 80k"
     )
     assert em.statistics().by_status["succeeded"] == 100_000
     assert len(an.EventLog.open(path)) == 600_000
