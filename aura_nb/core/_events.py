@@ -318,7 +318,9 @@ class EventLog:
         """This log's whole history, read back from its file (for a trimmed log)."""
         assert self._sink is not None
         self._sink.flush()
-        return EventLog._read(self._sink.path, self._sink._seq0, self._sink._tix0)
+        sink = self._sink
+        # Bounded above too: a later session may append to the same file.
+        return EventLog._read(sink.path, sink._seq0, sink._tix0, len(self), self._tk_base + len(self._tk))
 
     def _row_of(self, seq: int) -> tuple[float, int, int]:
         i = seq - self._base
@@ -555,8 +557,10 @@ class EventLog:
         return cls._read(path, 0, 0)
 
     @classmethod
-    def _read(cls, path: str, seq0: int, tix0: int) -> EventLog:
-        """The rows from ``seq0`` / ``tix0`` on, renumbered from 0."""
+    def _read(cls, path: str, seq0: int, tix0: int, n: int | None = None, n_tk: int | None = None) -> EventLog:
+        """The rows from ``seq0`` / ``tix0`` on (``n`` / ``n_tk`` of them), renumbered from 0."""
+        seq1 = seq0 + n if n is not None else 2**62
+        tix1 = tix0 + n_tk if n_tk is not None else 2**62
         try:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         except sqlite3.Error as exc:  # pragma: no cover - depends on the file system
@@ -566,14 +570,15 @@ class EventLog:
         try:
             with contextlib.closing(con):
                 for row in con.execute(
-                    "SELECT tasklet_id, name, task, plan, resource_tags FROM tasklets WHERE tix >= ? ORDER BY tix",
-                    (tix0,),
+                    "SELECT tasklet_id, name, task, plan, resource_tags FROM tasklets"
+                    " WHERE tix >= ? AND tix < ? ORDER BY tix",
+                    (tix0, tix1),
                 ):
                     log.add_tasklet(*row)
                 for row in con.execute(
                     "SELECT seq, t, at, code, tix, status, state_from, state_to, step, duration_s,"
-                    " error_type, error_message, detail, sparse FROM events WHERE seq >= ? ORDER BY seq",
-                    (seq0,),
+                    " error_type, error_message, detail, sparse FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
+                    (seq0, seq1),
                 ):
                     seq, t, at, code, tix, *extra, sparse = row
                     log._at.append(at)
@@ -678,8 +683,10 @@ class _SqliteSink:
             # Absolute positions: rows before log._base / log._tk_base left memory
             # (keep=N), but only after this method had written them.
             tk_base, base = log._tk_base, log._base
-            n_tk = tk_base + len(log._tk)
+            # Events first: a tasklet's row is added before its first event, so every
+            # event counted here has its tasklet row among those counted next.
             n = base + len(log._tix)
+            n_tk = tk_base + len(log._tk)
             if n_tk > self._done_tasklets:
                 a = self._done_tasklets
                 rows = [(self._tix0 + i, *log._tk[i - tk_base]) for i in range(a, n_tk)]

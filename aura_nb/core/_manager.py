@@ -476,23 +476,27 @@ class ExecutionManager:
         except BaseException as exc:
             await self._conclude(run, exc, holding=True)
             raise
-        # Success: release, then after_task_run.
+        # Success: release, then after_task_run. The bookkeeping is in `finally`: a
+        # cancellation inside a resources_released hook must not lose the tasklet.
         self._pool.release(run.keys)
         run.status = "succeeded"
         seq = log.record(_RELEASED, tix, _now())
-        if hooks[_RELEASED]:
-            if sync_only[_RELEASED]:
-                self._fire_sync(_RELEASED, seq, run)
-            else:
-                await self._fire(_RELEASED, seq, run)
-        self._end(run)
-        x = _SUCCEEDED_X
-        seq = log.record_x(_AFTER, tix, _now(), x)
-        if hooks[_AFTER]:
-            if sync_only[_AFTER]:
-                self._fire_sync(_AFTER, seq, run, x, result=result)
-            else:
-                await self._fire(_AFTER, seq, run, x, result=result)
+        try:
+            if hooks[_RELEASED]:
+                if sync_only[_RELEASED]:
+                    self._fire_sync(_RELEASED, seq, run)
+                else:
+                    await self._fire(_RELEASED, seq, run)
+        finally:
+            self._end(run)
+            x = _SUCCEEDED_X
+            seq = log.record_x(_AFTER, tix, _now(), x)
+            if hooks[_AFTER]:
+                if sync_only[_AFTER]:
+                    self._fire_sync(_AFTER, seq, run, x, result=result)
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await self._fire(_AFTER, seq, run, x, result=result)
         return result
 
 
@@ -539,8 +543,11 @@ class ExecutionManager:
             try:
                 result = await self.submit(run)  # type: ignore[arg-type]
             except BaseException as exc:
-                error = cancelled_error(run.tasklet) if run.status == "cancelled" else exc
-                handle._finish(None, error)
+                # Never hand the backend's cancellation to whoever awaits the handle:
+                # they were not cancelled (this can happen after the body succeeded,
+                # when a hook of the success path is cancelled).
+                cancelled = run.status == "cancelled" or isinstance(exc, anyio.get_cancelled_exc_class())
+                handle._finish(None, cancelled_error(run.tasklet) if cancelled else exc)
                 if isinstance(exc, Exception):
                     return  # kept in the handle: a failing tasklet must not tear down the task group
                 raise
@@ -591,15 +598,23 @@ class ExecutionManager:
             raise self._timeout_error(run, "run", limit)
         call = functools.partial(fn, **tasklet.params) if tasklet.params else fn
         if limit is None:
-            return await anyio.to_thread.run_sync(call)
+            return await _in_thread(call)
         # A thread cannot be interrupted: the tasklet keeps its tokens until the thread
-        # returns, and the timeout is reported then if the deadline passed meanwhile.
-        with anyio.move_on_after(limit) as scope:
-            result = await anyio.to_thread.run_sync(call)
-        if scope.cancel_called:
+        # returns. Whether it ran over is measured in the thread itself, so a busy
+        # event loop noticing the deadline late does not invent a timeout.
+        outcome: list[Any] = []
+
+        def timed() -> None:
+            t0 = _now()
+            value = call()
+            outcome.extend((value, _now() - t0))
+
+        with anyio.move_on_after(limit):
+            await _in_thread(timed)
+        if not outcome or outcome[1] > limit:
             run.timed_out = "run"
             raise self._timeout_error(run, "run", limit)
-        return result
+        return outcome[0]
 
     @staticmethod
     def _timeout_error(run: _Run, phase: str, limit: float) -> TaskletTimeoutError:
@@ -638,19 +653,26 @@ class ExecutionManager:
         hooks = self.hooks.by_code
         log = self.events
         tix = run.tix
+        # The shield holds off anyio/trio cancellation; a *native* asyncio cancel can
+        # still interrupt a hook, so the bookkeeping sits in `finally` blocks: only
+        # hooks can be cut short, never the release or the terminal event.
         with anyio.CancelScope(shield=True):
             seq = log.record_x(_FAILURE, tix, _now(), _x(status, error=exc, detail=run.worker))
-            if hooks[_FAILURE]:
-                await self._fire(_FAILURE, seq, run, error=exc)
-            if holding:
-                self._pool.release(run.keys)
-                seq = log.record(_RELEASED, tix, _now())
-                if hooks[_RELEASED]:
-                    await self._fire(_RELEASED, seq, run)
-            self._end(run)
-            seq = log.record_x(_AFTER, tix, _now(), _x(status, error=exc))
-            if hooks[_AFTER]:
-                await self._fire(_AFTER, seq, run, error=exc)
+            try:
+                if hooks[_FAILURE]:
+                    await self._fire(_FAILURE, seq, run, error=exc)  # still holding, as in Aura
+            finally:
+                if holding:
+                    self._pool.release(run.keys)
+                    seq = log.record(_RELEASED, tix, _now())
+                self._end(run)
+                seq_after = log.record_x(_AFTER, tix, _now(), _x(status, error=exc))
+                try:
+                    if holding and hooks[_RELEASED]:
+                        await self._fire(_RELEASED, seq, run)
+                finally:
+                    if hooks[_AFTER]:
+                        await self._fire(_AFTER, seq_after, run, error=exc)
 
     def _end(self, run: _Run) -> None:
         if run.status == "succeeded":
@@ -659,6 +681,7 @@ class ExecutionManager:
         del self._live[run.tasklet.id]
         if not self._live and self._idle is not None:
             self._idle.set()
+            self._idle = None
 
     # -- hooks -----------------------------------------------------------------------
     async def _fire(
@@ -717,7 +740,9 @@ class ExecutionManager:
         spec = plan.get_task(task)
         if spec.is_async:
             return await spec.fn()
-        return await anyio.to_thread.run_sync(spec.fn, abandon_on_cancel=abandon)
+        if abandon:
+            return await anyio.to_thread.run_sync(spec.fn, abandon_on_cancel=True)
+        return await _in_thread(spec.fn)
 
     async def _check(self, run: _Run, plan: Plan, state: str) -> bool:
         """Run one state's check; a check must return a bool (no truthiness guessing)."""
@@ -941,9 +966,10 @@ class ExecutionManager:
                 if run.handle is not None:
                     run.handle.cancel()
         while self._live:
-            self._idle = anyio.Event()
+            # One event shared by every concurrent aclose(): _end() sets it once.
+            if self._idle is None:
+                self._idle = anyio.Event()
             await self._idle.wait()
-        self._idle = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self.events.close()
@@ -972,6 +998,34 @@ class ExecutionManager:
             f"<ExecutionManager {state}: {s.global_limit.in_use}/{s.global_limit.capacity} slots, "
             f"{s.waiting} waiting, {len(self._plans)} plans, {len(self.events)} events>"
         )
+
+
+async def _in_thread(call: Callable[[], Any]) -> Any:
+    """Run a sync callable in a worker thread and do not return before it has.
+
+    anyio's shield keeps anyio and trio cancellation out while the thread runs, but on
+    asyncio a native ``task.cancel()`` (``asyncio.wait_for``, ``asyncio.timeout``, a
+    TaskGroup) would get through and release the tasklet's tokens while its thread is
+    still using them. Here such a cancel is held until the thread returns, then
+    re-raised.
+    """
+    try:
+        running_asyncio = asyncio.current_task() is not None
+    except RuntimeError:
+        running_asyncio = False
+    if not running_asyncio:
+        return await anyio.to_thread.run_sync(call)
+    task = asyncio.ensure_future(anyio.to_thread.run_sync(call))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with anyio.CancelScope(shield=True):
+            while not task.done():
+                try:
+                    await asyncio.wait([task])
+                except asyncio.CancelledError:
+                    continue  # yet another native cancel: the thread still runs
+        raise
 
 
 def _callable_name(fn: Any) -> str:
