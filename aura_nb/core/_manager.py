@@ -413,6 +413,11 @@ class ExecutionManager:
         else:
             run = self._admit(tasklet)
             run.waiter = self._pool.try_acquire(run.keys, run)
+        if self._native_asyncio is None:
+            try:
+                self._native_asyncio = asyncio.current_task() is not None
+            except RuntimeError:  # trio
+                self._native_asyncio = False
         hooks = self.hooks.by_code
         sync_only = self.hooks.sync_only
         log = self.events
@@ -455,11 +460,26 @@ class ExecutionManager:
                     self._fire_sync(_BEFORE, seq, run, _EMPTY_X)
                 else:
                     await self._fire(_BEFORE, seq, run, _EMPTY_X)
+            tasklet = run.tasklet
             if self.executor is not None:
                 result = await self._call_executor(run)
-            elif run.is_async and run.tasklet.timeout is None:  # the common case, without a frame
-                params = run.tasklet.params
+            elif not run.is_async:
+                result = await self._call_body(run)
+            elif tasklet.timeout is None:  # the common cases inline: no extra frame
+                params = tasklet.params
                 result = await (run.fn(**params) if params else run.fn())
+            elif self._native_asyncio:
+                # asyncio.timeout costs half of an anyio cancel scope on the hot path.
+                params = tasklet.params
+                cm = asyncio.timeout(tasklet.timeout)
+                try:
+                    async with cm:
+                        result = await (run.fn(**params) if params else run.fn())
+                except TimeoutError:
+                    if cm.expired():
+                        run.timed_out = "run"
+                        raise self._timeout_error(run, "run", tasklet.timeout) from None
+                    raise
             else:
                 result = await self._call_body(run)
             if run.worker is None:
@@ -576,22 +596,6 @@ class ExecutionManager:
         if run.is_async:
             if limit is None:
                 return await fn(**tasklet.params)
-            if self._native_asyncio is None:
-                try:
-                    self._native_asyncio = asyncio.current_task() is not None
-                except RuntimeError:
-                    self._native_asyncio = False
-            if self._native_asyncio:
-                # asyncio.timeout costs half of an anyio cancel scope on the hot path.
-                cm = asyncio.timeout(limit)
-                try:
-                    async with cm:
-                        return await fn(**tasklet.params)
-                except TimeoutError:
-                    if cm.expired():
-                        run.timed_out = "run"
-                        raise self._timeout_error(run, "run", limit) from None
-                    raise
             with anyio.move_on_after(limit) as scope:
                 return await fn(**tasklet.params)
             run.timed_out = "run"
