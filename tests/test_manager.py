@@ -622,3 +622,31 @@ async def test_cancelled_in_an_async_submitted_hook_leaves_nothing_behind(busy: 
             await holder
         assert_idle(em)
     assert em.events.runs()["status"].tolist() == (["succeeded", "cancelled"] if busy else ["cancelled"])
+
+
+async def test_leaving_async_with_normally_waits_for_queued_tasklets_too() -> None:
+    """Like a task group: everything started inside has run when the block is left."""
+    done: list[int] = []
+
+    async def work(i: int) -> None:
+        await anyio.sleep(0.005)
+        done.append(i)
+
+    async with an.ExecutionManager(max_concurrency=2, capacities={"gpu": 1}) as em:
+        handles = [em.start(an.Tasklet(work, params={"i": i}, resource_tags=["gpu"])) for i in range(10)]
+    assert sorted(done) == list(range(10))
+    assert all(h.status == "succeeded" for h in handles)
+    assert em.closed
+    assert_idle(em)
+
+
+async def test_aclose_drain_runs_the_queue_but_refuses_new_work() -> None:
+    async def work() -> None:
+        await anyio.sleep(0.005)
+
+    async with an.ExecutionManager(max_concurrency=1) as em:
+        handles = [em.start(an.Tasklet(work)) for _ in range(5)]
+        await em.aclose(drain=True)
+        assert [h.status for h in handles] == ["succeeded"] * 5
+        with pytest.raises(an.ManagerClosedError):
+            em.start(an.Tasklet(work))

@@ -953,18 +953,24 @@ class ExecutionManager:
     def closed(self) -> bool:
         return self._closed
 
-    async def aclose(self, *, cancel_running: bool = False) -> None:
+    async def aclose(self, *, cancel_running: bool = False, drain: bool = False) -> None:
         """Stop accepting tasklets and wind down.
 
         Tasklets still waiting for resources end at once with status ``cancelled``
-        (their ``submit`` raises :class:`ManagerClosedError`). Tasklets planning or
-        running are waited for, or cancelled first with ``cancel_running=True`` (only
-        those started with :meth:`start`: a ``submit`` caller owns its own task).
-        Afterwards nothing is pending, the event log is flushed and closed, and
-        ``submit``/``start`` raise :class:`ManagerClosedError`.
+        (their ``submit`` raises :class:`ManagerClosedError`), unless ``drain=True``:
+        then they are still admitted and run, and ``aclose`` waits for them too.
+        Tasklets planning or running are waited for, or cancelled first with
+        ``cancel_running=True`` (only those started with :meth:`start`: a ``submit``
+        caller owns its own task). Afterwards nothing is pending, the event log is
+        flushed and closed, and ``submit``/``start`` raise :class:`ManagerClosedError`.
+
+        Leaving ``async with`` normally is ``aclose(drain=True)`` (like a task group,
+        it waits for everything started inside); leaving it with an exception is
+        ``aclose(cancel_running=True)``.
         """
         self._closed = True
-        self._pool.close()
+        if not drain:
+            self._pool.close()
         if cancel_running:
             for run in list(self._live.values()):
                 if run.handle is not None:
@@ -974,6 +980,7 @@ class ExecutionManager:
             if self._idle is None:
                 self._idle = anyio.Event()
             await self._idle.wait()
+        self._pool.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self.events.close()
@@ -988,8 +995,11 @@ class ExecutionManager:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         tg, self._tg = self._tg, None
         try:
-            with anyio.CancelScope(shield=exc_type is not None):
-                await self.aclose(cancel_running=exc_type is not None)
+            if exc_type is None:
+                await self.aclose(drain=True)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self.aclose(cancel_running=True)
         finally:
             # Every started tasklet has ended: leave the task group cleanly, so the
             # body's own exception propagates unchanged (not wrapped in a group).
