@@ -111,7 +111,7 @@ def test_a_killed_process_keeps_every_event_older_than_the_flush_interval(tmp_pa
             line = child.stdout.readline()
             t, n = line.split()
             progress.append((float(t), int(n)))
-            if len(progress) > 300:
+            if len(progress) > 400:
                 break
         killed_at = time.monotonic()
         os.kill(child.pid, signal.SIGKILL)
@@ -122,7 +122,7 @@ def test_a_killed_process_keeps_every_event_older_than_the_flush_interval(tmp_pa
     log = an.EventLog.open(path)  # opens without any repair step
     # Every event recorded more than one flush interval (plus the few ms a flush takes)
     # before the kill is in the file.
-    safe = [n for t, n in progress if t <= killed_at - interval - 0.05]
+    safe = [n for t, n in progress if t <= killed_at - interval - 0.2]  # + a write on a loaded machine
     assert safe, "the child ran long enough"
     assert len(log) >= safe[-1]
     frame = log.to_frame()
