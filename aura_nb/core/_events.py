@@ -16,6 +16,7 @@ the disk. A crash loses at most the events of the last ``flush_interval``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as _dt
 import os
@@ -287,8 +288,6 @@ class EventLog:
     # -- keeping only the tail in memory (keep=N) ----------------------------------
     def _trim(self) -> None:
         """Drop rows that are in the file and older than the newest ``keep`` (loop thread)."""
-        import bisect
-
         sink = self._sink
         assert sink is not None and self._keep is not None
         if not sink._flush_lock.acquire(blocking=False):
@@ -359,8 +358,6 @@ class EventLog:
         return t, code, tix - self._sink._tix0 if tix >= 0 else -1, tuple(extra) if sparse else _EMPTY_X
 
     def _sparse(self, lo: int, hi: int) -> dict[int, tuple[Any, ...]]:
-        import bisect
-
         xseq = self._xseq
         i = bisect.bisect_left(xseq, lo)
         j = bisect.bisect_left(xseq, hi)

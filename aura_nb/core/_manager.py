@@ -464,7 +464,7 @@ class ExecutionManager:
             if self.executor is not None:
                 result = await self._call_executor(run)
             elif not run.is_async:
-                result = await self._call_body(run)
+                result = await self._call_sync_body(run)
             elif tasklet.timeout is None:  # the common cases inline: no extra frame
                 params = tasklet.params
                 result = await (run.fn(**params) if params else run.fn())
@@ -480,8 +480,12 @@ class ExecutionManager:
                         run.timed_out = "run"
                         raise self._timeout_error(run, "run", tasklet.timeout) from None
                     raise
-            else:
-                result = await self._call_body(run)
+            else:  # trio: an anyio cancel scope bounds the body
+                with anyio.move_on_after(tasklet.timeout) as scope:
+                    result = await run.fn(**tasklet.params)
+                if scope.cancelled_caught:
+                    run.timed_out = "run"
+                    raise self._timeout_error(run, "run", tasklet.timeout)
             if run.worker is None:
                 x = _EMPTY_X
                 seq = log.record(_SUCCESS, tix, _now())
@@ -584,23 +588,16 @@ class ExecutionManager:
         limit = tasklet.timeout
         if limit is None:
             return await self.executor.run(call)
-        with anyio.move_on_after(limit) as scope:
+        with anyio.move_on_after(limit):
             return await self.executor.run(call)
         run.timed_out = "run"
         raise self._timeout_error(run, "run", limit)
 
-    async def _call_body(self, run: _Run) -> Any:
+    async def _call_sync_body(self, run: _Run) -> Any:
+        """A sync task body, in a worker thread, under the tasklet's timeout."""
         tasklet = run.tasklet
-        fn = run.fn
         limit = tasklet.timeout
-        if run.is_async:
-            if limit is None:
-                return await fn(**tasklet.params)
-            with anyio.move_on_after(limit) as scope:
-                return await fn(**tasklet.params)
-            run.timed_out = "run"
-            raise self._timeout_error(run, "run", limit)
-        call = functools.partial(fn, **tasklet.params) if tasklet.params else fn
+        call = functools.partial(run.fn, **tasklet.params) if tasklet.params else run.fn
         if limit is None:
             return await _in_thread(call)
         # A thread cannot be interrupted: the tasklet keeps its tokens until the thread
