@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter, defaultdict
 
 import anyio
@@ -325,6 +326,56 @@ async def test_hooks_on_timeout(sync: bool) -> None:
         assert isinstance(info.value, TimeoutError)
         assert_idle(em)
     assert seen == [("before_task_run", None), ("after_task_failure", "timeout"), ("after_task_run", "timeout")]
+
+
+async def test_the_timeout_nests_with_the_bodys_own_scopes_and_counts_from_the_start() -> None:
+    # On asyncio the tasklet's timer is armed only when the body first suspends (after
+    # the body entered scopes of its own); it must still fire, nest, and count from the
+    # body's start.
+    async def nested_slow() -> None:
+        with anyio.fail_after(10):  # the body's own, looser limit
+            await anyio.sleep(10)
+
+    async def inner_limit_first() -> str:
+        with anyio.move_on_after(0.01):  # the body's own, tighter limit
+            await anyio.sleep(10)
+        return "inner"
+
+    async def busy_then_sleep() -> None:
+        deadline = time.monotonic() + 0.08
+        while time.monotonic() < deadline:  # CPU before its first suspension
+            pass
+        await anyio.sleep(0.5)
+
+    async def quick() -> int:
+        return 7
+
+    async with an.ExecutionManager() as em:
+        with pytest.raises(an.TaskletTimeoutError):
+            await em.submit(an.Tasklet(nested_slow, timeout=0.05))
+        assert await em.submit(an.Tasklet(inner_limit_first, timeout=5)) == "inner"
+        t0 = time.monotonic()
+        with pytest.raises(an.TaskletTimeoutError):
+            await em.submit(an.Tasklet(busy_then_sleep, timeout=0.05))
+        assert time.monotonic() - t0 < 0.4  # not the 0.5 s sleep: the limit had passed
+        assert await em.submit(an.Tasklet(quick, timeout=0.05)) == 7
+        assert em.statistics().by_status["timeout"] == 2
+        assert_idle(em)
+
+
+async def test_cancelling_a_running_tasklet_with_a_timeout() -> None:
+    async def forever() -> None:
+        await anyio.sleep_forever()
+
+    async with an.ExecutionManager() as em:
+        handle = em.start(an.Tasklet(forever, timeout=30))
+        await anyio.sleep(0.02)
+        assert handle.status == "running"
+        handle.cancel()
+        with pytest.raises(an.TaskletCancelledError):
+            await handle
+        assert em.statistics().by_status["cancelled"] == 1
+        assert_idle(em)
 
 
 async def test_hooks_on_cancellation_while_running() -> None:

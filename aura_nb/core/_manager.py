@@ -20,7 +20,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import CoroutineType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
@@ -91,6 +91,8 @@ _AFTER = _CODE["after_task_run"]
 _HOOK_ERROR = _CODE["hook_error"]
 
 _now = time.monotonic
+#: A batch worker running tasklets that never suspend yields to the loop this often (s).
+_BATCH_SLICE = 0.002
 _SUCCEEDED_X = ("succeeded", None, None, None, None, None, None, None)
 
 
@@ -368,23 +370,25 @@ class ExecutionManager:
         known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
         return ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
 
+    def _checked(self, tasklet: Tasklet) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
+        """:meth:`_validate`, answered from the caches when the task and tags are known."""
+        if type(tasklet) is Tasklet and tasklet.required_initial_state is None:
+            try:
+                resolved = self._resolved.get(tasklet.task)
+            except TypeError:
+                resolved = None
+            keys = self._keys.get(tasklet.resource_tags)
+            if resolved is not None and keys is not None:
+                return resolved, keys, []
+        return self._validate(tasklet)
+
     def _admit(self, tasklet: Tasklet) -> _Run:
         """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
         if self._closed:
             raise ManagerClosedError(
                 f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
             )
-        # Fast path: a known task and a known tag set, nothing to plan (all cached).
-        resolved = keys = None
-        new: list[tuple[str, int]] = []
-        if type(tasklet) is Tasklet and tasklet.required_initial_state is None:
-            try:
-                resolved = self._resolved.get(tasklet.task)
-            except TypeError:
-                pass
-            keys = self._keys.get(tasklet.resource_tags)
-        if resolved is None or keys is None:
-            resolved, keys, new = self._validate(tasklet)
+        resolved, keys, new = self._checked(tasklet)
         if tasklet.id in self._live:
             raise TaskletError(f"tasklet {tasklet.id} is already submitted and not finished; create a new Tasklet")
         # Everything is valid: only now declare capacities named by tags for the first time.
@@ -454,38 +458,40 @@ class ExecutionManager:
                 await self._bring_to_state(run)
             run.status = "running"
             self._n_running += 1
-            seq = log.record(_BEFORE, tix, _now())
+            seq = log.record(_BEFORE, tix, t_run := _now())
             if hooks[_BEFORE]:
                 if sync_only[_BEFORE]:
                     self._fire_sync(_BEFORE, seq, run, _EMPTY_X)
                 else:
                     await self._fire(_BEFORE, seq, run, _EMPTY_X)
             tasklet = run.tasklet
+            params = tasklet.params
             if self.executor is not None:
                 result = await self._call_executor(run)
             elif not run.is_async:
                 result = await self._call_sync_body(run)
             elif tasklet.timeout is None:  # the common cases inline: no extra frame
-                params = tasklet.params
                 result = await (run.fn(**params) if params else run.fn())
-            elif self._native_asyncio:
-                # asyncio.timeout costs half of an anyio cancel scope on the hot path.
-                params = tasklet.params
-                cm = asyncio.timeout(tasklet.timeout)
-                try:
-                    async with cm:
-                        result = await (run.fn(**params) if params else run.fn())
-                except TimeoutError:
-                    if cm.expired():
-                        run.timed_out = "run"
-                        raise self._timeout_error(run, "run", tasklet.timeout) from None
-                    raise
-            else:  # trio: an anyio cancel scope bounds the body
+            elif not self._native_asyncio:  # trio: an anyio cancel scope bounds the body
+                # (entered before the body: trio's scopes must nest with the body's own)
                 with anyio.move_on_after(tasklet.timeout) as scope:
-                    result = await run.fn(**tasklet.params)
+                    result = await run.fn(**params)
                 if scope.cancelled_caught:
                     run.timed_out = "run"
                     raise self._timeout_error(run, "run", tasklet.timeout)
+            else:
+                # asyncio: the timer is armed only if the body suspends. One that returns
+                # without suspending could not have been interrupted anyway, and arming
+                # a timer costs more than a no-op task. The deadline counts from t_run.
+                coro = run.fn(**params) if params else run.fn()
+                if type(coro) is not CoroutineType:  # another kind of awaitable
+                    coro = _awaited(coro)
+                try:
+                    first = coro.send(None)
+                except StopIteration as done:
+                    result = done.value
+                else:
+                    result = await self._rest_under_timeout(run, coro, first, t_run)
             if run.worker is None:
                 x = _EMPTY_X
                 seq = log.record(_SUCCESS, tix, _now())
@@ -559,6 +565,140 @@ class ExecutionManager:
         spawn(self._run_handle, handle, run)
         return handle
 
+    async def run_many(self, tasklets: Iterable[Tasklet], *, return_exceptions: bool = False) -> list[Any]:
+        """Run a batch of tasklets, as many at once as the limits allow; their results in order.
+
+        Every tasklet goes through the whole lifecycle of :meth:`submit` (events,
+        hooks, timeouts, planning). The batch is checked first: a bad tasklet raises
+        before any of them starts (the error's note names its position). Then the
+        tasklets are fed to the manager in order, as slots free up, by at most
+        ``max_concurrency`` worker tasks that run each admitted tasklet inline, so a
+        batch costs no task per tasklet (only one that must wait for a busy resource
+        gets a task of its own, so that it never holds up the rest). A tasklet not
+        fed yet is not submitted yet: it has no events, and tasklets submitted
+        elsewhere meanwhile may go before it.
+
+        Every tasklet runs to its end even when others fail. Then, if some failed,
+        the first failure (in batch order) is raised, with a note that counts them;
+        ``return_exceptions=True`` returns the exceptions in place of results instead.
+        Cancelling the caller cancels the whole batch: each running tasklet reports
+        and releases as usual, the rest never start, and the cancellation propagates.
+        Tasklets of a batch have no handles; stop one by cancelling the batch.
+        """
+        batch = self._check_batch(tasklets)
+        n = len(batch)
+        results: list[Any] = [None] * n
+        failed: list[int] = []
+        pool = self._pool
+        next_i = 0  # the next tasklet to feed
+        n_workers = 0
+
+        async def on_its_own(i: int, run: _Run) -> None:
+            try:
+                results[i] = await self.submit(run)  # type: ignore[arg-type]
+            except Exception as exc:
+                results[i] = exc
+                failed.append(i)
+
+        async def worker() -> None:
+            nonlocal next_i, n_workers
+            since = _now()
+            try:
+                while next_i < n:
+                    i = next_i
+                    next_i += 1
+                    if next_i < n and n_workers < pool.capacity[GLOBAL]:
+                        n_workers += 1
+                        tg.start_soon(worker)
+                    try:
+                        run = self._admit(batch[i])
+                    except Exception as exc:  # e.g. the manager was closed meanwhile
+                        results[i] = exc
+                        failed.append(i)
+                        continue
+                    waiter = run.waiter = pool.try_acquire(run.keys, run)
+                    if (
+                        waiter is not None
+                        and not waiter.admitted
+                        and len(run.keys) > 1
+                        and pool.in_use[GLOBAL] < pool.capacity[GLOBAL]
+                    ):
+                        # Waiting for a busy resource while global slots are free:
+                        # the tasklets behind it may run meanwhile, so it waits alone.
+                        tg.start_soon(on_its_own, i, run)
+                        continue
+                    try:
+                        results[i] = await self.submit(run)  # type: ignore[arg-type]
+                    except Exception as exc:
+                        results[i] = exc
+                        failed.append(i)
+                    if _now() - since > _BATCH_SLICE:
+                        # Tasklets that never suspend would otherwise starve the loop.
+                        await anyio.lowlevel.checkpoint()
+                        since = _now()
+            finally:
+                n_workers -= 1
+
+        if n:
+            async with anyio.create_task_group() as tg:
+                n_workers = 1
+                tg.start_soon(worker)
+        if failed and not return_exceptions:
+            first = min(failed)
+            exc = results[first]
+            exc.add_note(
+                f"run_many: the tasklet at position {first} of the batch of {n} failed"
+                + (f", and {len(failed) - 1} more" if len(failed) > 1 else "")
+                + "; every tasklet ran to its end. run_many(..., return_exceptions=True) returns every outcome."
+            )
+            raise exc
+        return results
+
+    def _check_batch(self, tasklets: Iterable[Tasklet]) -> list[Tasklet]:
+        """Everything ``run_many`` can check before anything starts."""
+        if self._closed:
+            raise ManagerClosedError("run_many: this ExecutionManager is closed; create a new one")
+        if isinstance(tasklets, (Tasklet, str, bytes)) or not isinstance(tasklets, Iterable):
+            raise TypeError(
+                f"run_many() takes an iterable of Tasklets, e.g. [an.Tasklet(f) for _ in range(10)], "
+                f"not {type(tasklets).__name__} {tasklets!r:.80}"
+            )
+        batch = list(tasklets)
+        seen: set[str] = set()
+        declared: dict[str, tuple[int, int]] = {}  # capacities the batch declares: name -> (cap, position)
+        tag_sets: set[tuple[str, ...]] = set()  # checked already in this batch (declaring nothing yet)
+        resolved = self._resolved
+        for i, tasklet in enumerate(batch):
+            try:
+                new: list[tuple[str, int]] = []
+                if (
+                    type(tasklet) is not Tasklet
+                    or tasklet.resource_tags not in tag_sets
+                    or tasklet.required_initial_state is not None
+                    or _uncached(resolved, tasklet.task)
+                ):
+                    _, _, new = self._checked(tasklet)
+                    tag_sets.add(tasklet.resource_tags)
+                if tasklet.id in seen or tasklet.id in self._live:
+                    raise TaskletError(
+                        f"tasklet {tasklet.id} is already "
+                        + ("in this batch" if tasklet.id in seen else "submitted and not finished")
+                        + "; a batch needs a new Tasklet per run"
+                    )
+                seen.add(tasklet.id)
+                for name, cap in new:
+                    other = declared.setdefault(name, (cap, i))
+                    if other[0] != cap:
+                        raise ResourceTagError(
+                            f"resource tag '{name}:{cap}' of tasklet {tasklet.id} contradicts '{name}:{other[0]}' "
+                            f"of the batch's tasklet at position {other[1]}; write the capacity once (or pass "
+                            f"capacities={{'{name}': N}} to the manager) and use the bare tag {name!r}"
+                        )
+            except Exception as exc:
+                exc.add_note(f"run_many: the tasklet at position {i} of the batch of {len(batch)}; nothing was started")
+                raise
+        return batch
+
     async def _run_handle(self, handle: TaskletHandle, run: _Run) -> None:
         with anyio.CancelScope() as scope:
             handle._scope = scope
@@ -576,6 +716,21 @@ class ExecutionManager:
                     return  # kept in the handle: a failing tasklet must not tear down the task group
                 raise
             handle._finish(result, None)
+
+    async def _rest_under_timeout(self, run: _Run, coro: Any, first: Any, t_run: float) -> Any:
+        """On asyncio: the rest of a suspended body, under the tasklet's timeout from ``t_run``."""
+        limit = run.tasklet.timeout
+        # asyncio.timeout (not an anyio scope): it does not care how it nests with
+        # scopes the body entered before suspending, and costs half as much.
+        cm = asyncio.timeout(max(limit - (_now() - t_run), 0.0))
+        try:
+            async with cm:
+                return await _Resume(coro, first)
+        except TimeoutError:
+            if cm.expired():
+                run.timed_out = "run"
+                raise self._timeout_error(run, "run", limit) from None
+            raise
 
     async def _call_executor(self, run: _Run) -> Any:
         """Run the body on ``self.executor`` under the tasklet's timeout."""
@@ -1011,6 +1166,46 @@ class ExecutionManager:
         )
 
 
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class _Resume:
+    """Await the rest of a coroutine that already ran up to its first suspension.
+
+    ``first`` is what the coroutine yielded there (a future, or a trio trap); this
+    hands it to the event loop and relays every later send, throw and close, as
+    ``await coro`` would have from the start.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Any:
+        coro = self.coro
+        value = self.first
+        self.first = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation, a timeout: the body handles it
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
 async def _in_thread(call: Callable[[], Any]) -> Any:
     """Run a sync callable in a worker thread and do not return before it has.
 
@@ -1037,6 +1232,13 @@ async def _in_thread(call: Callable[[], Any]) -> Any:
                 except asyncio.CancelledError:
                     continue  # yet another native cancel: the thread still runs
         raise
+
+
+def _uncached(cache: Mapping[Any, Any], task: Any) -> bool:
+    try:
+        return task not in cache
+    except TypeError:  # an unhashable callable
+        return True
 
 
 def _callable_name(fn: Any) -> str:

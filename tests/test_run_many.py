@@ -1,0 +1,242 @@
+"""ExecutionManager.run_many: a batch fed to the manager by a few workers, not a task each."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import anyio
+import pytest
+
+import aura_nb as an
+
+pytestmark = pytest.mark.anyio
+
+
+class Holders:
+    """How many tasks hold each limit at once, seen from inside the tasks."""
+
+    def __init__(self) -> None:
+        self.now: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+
+    def enter(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.now[name] += 1
+            self.peak[name] = max(self.peak[name], self.now[name])
+
+    def leave(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.now[name] -= 1
+
+
+def assert_idle(em: an.ExecutionManager) -> None:
+    stats = em.statistics()
+    assert stats.idle, stats
+    assert all(lim.in_use == 0 and lim.waiting == 0 for lim in stats.limits), stats
+
+
+async def test_results_come_back_in_batch_order_with_every_hook_and_event() -> None:
+    async def square(x: int) -> int:
+        if x % 3:
+            await anyio.sleep(0)  # some suspend, some do not
+        return x * x
+
+    async with an.ExecutionManager(max_concurrency=4) as em:
+        seen: Counter[str] = Counter()
+        for hook in an.AURA_HOOKS:
+            em.hooks.on(hook, lambda e: seen.update([e.event]))
+        batch = [an.Tasklet(square, params={"x": i}, resource_tags=["gpu:2"]) for i in range(50)]
+        assert await em.run_many(batch) == [i * i for i in range(50)]
+        assert seen == {"before_task_run": 50, "after_task_success": 50, "after_task_run": 50}
+        frame = em.events.to_frame()
+        assert (frame["event"] == "tasklet_submitted").sum() == 50
+        assert set(frame.groupby("tasklet_id", observed=True).size()) == {6}
+        assert em.statistics().by_status["succeeded"] == 50
+        assert_idle(em)
+
+
+async def test_an_empty_batch_returns_an_empty_list() -> None:
+    async with an.ExecutionManager() as em:
+        assert await em.run_many([]) == []
+        assert await em.run_many(iter(())) == []
+        assert len(em.events) == 0
+
+
+async def test_limits_hold_and_the_global_limit_is_used_fully() -> None:
+    holders = Holders()
+    caps = {"gpu": 2, "db": 3}
+
+    async def body(names: tuple[str, ...]) -> None:
+        holders.enter(names)
+        await anyio.sleep(0.002)
+        holders.leave(names)
+
+    shapes = [(), ("gpu",), ("db",), ("gpu", "db")]
+    batch = []
+    for i in range(120):
+        names = shapes[i % len(shapes)]
+        batch.append(an.Tasklet(body, params={"names": ("global", *names)}, resource_tags=list(names)))
+    async with an.ExecutionManager(max_concurrency=5, capacities=caps) as em:
+        await em.run_many(batch)
+        assert_idle(em)
+    assert holders.peak["global"] == 5  # the batch kept every slot busy at some point
+    assert holders.peak["gpu"] <= 2 and holders.peak["db"] <= 3
+    assert all(v == 0 for v in holders.now.values())
+
+
+async def test_a_tasklet_waiting_for_a_busy_resource_does_not_hold_up_the_rest() -> None:
+    # gpu-first: 10 gpu tasklets (one GPU) ahead of 30 untagged ones, 4 slots. The
+    # untagged ones must run beside the GPU queue, not after it (~10 x 20 ms in all).
+    async def work() -> None:
+        await anyio.sleep(0.02)
+
+    batch = [an.Tasklet(work, resource_tags=["gpu:1"]) for _ in range(10)]
+    batch += [an.Tasklet(work) for _ in range(30)]
+    async with an.ExecutionManager(max_concurrency=4) as em:
+        await em.run_many(batch)
+        frame = em.events.to_frame()
+    starts = frame[frame["event"] == "before_task_run"].sort_values("seq")
+    order = ["gpu" if tags else "-" for tags in starts["resource_tags"]]
+    # Beside the first gpu tasklet, the slots not reserved for the next one (the pool's
+    # fairness rule) went to untagged tasklets at once: they did not wait behind the
+    # GPU queue ahead of them, and kept running beside it.
+    assert order[:3] == ["gpu", "-", "-"], order
+    second_gpu = order.index("gpu", 1)
+    assert order[:second_gpu].count("-") >= 2, order
+
+
+async def test_failures_do_not_stop_the_batch_and_the_first_is_raised_at_the_end() -> None:
+    async def maybe(i: int) -> int:
+        await anyio.sleep(0)
+        if i in (3, 7):
+            raise ValueError(f"bad {i}")
+        return i
+
+    async with an.ExecutionManager(max_concurrency=2) as em:
+        batch = [an.Tasklet(maybe, params={"i": i}) for i in range(10)]
+        with pytest.raises(ValueError, match="bad 3") as info:
+            await em.run_many(batch)
+        note = "\n".join(info.value.__notes__)
+        assert "position 3 of the batch of 10" in note and "1 more" in note and "return_exceptions=True" in note
+        counts = em.statistics().by_status
+        assert counts["succeeded"] == 8 and counts["failed"] == 2  # every tasklet ran to its end
+
+        again = [an.Tasklet(maybe, params={"i": i}) for i in range(10)]
+        out = await em.run_many(again, return_exceptions=True)
+        assert [type(x).__name__ for x in out[2:5]] == ["int", "ValueError", "int"]
+        assert str(out[7]) == "bad 7"
+        assert_idle(em)
+
+
+async def test_timeouts_fire_inside_a_batch() -> None:
+    async def slow() -> None:
+        await anyio.sleep(5)
+
+    async def quick() -> str:
+        return "ok"
+
+    async with an.ExecutionManager() as em:
+        batch = [an.Tasklet(slow, timeout=0.05), an.Tasklet(quick, timeout=0.05)]
+        out = await em.run_many(batch, return_exceptions=True)
+        assert isinstance(out[0], an.TaskletTimeoutError) and out[0].phase == "run"
+        assert out[1] == "ok"
+        assert em.statistics().by_status["timeout"] == 1
+        assert_idle(em)
+
+
+async def test_a_bad_tasklet_rejects_the_whole_batch_before_anything_starts() -> None:
+    ran: list[int] = []
+
+    async def body(i: int) -> None:
+        ran.append(i)
+
+    async with an.ExecutionManager() as em:
+        good = [an.Tasklet(body, params={"i": i}, resource_tags=["gpu:2"]) for i in range(3)]
+        cases = [
+            (good + ["not a tasklet"], TypeError, "position 3"),
+            (good + [an.Tasklet("nowhere/task")], an.TaskNotFoundError, "position 3"),
+            (good + [an.Tasklet(body, params={"i": 9}, resource_tags=["gpu:4"])], an.ResourceTagError,
+             "position 0"),  # fmt: skip
+            (good + [good[1]], an.TaskletError, "already in this batch"),
+        ]
+        for batch, error, text in cases:
+            with pytest.raises(error) as info:
+                await em.run_many(batch)
+            message = str(info.value) + "\n".join(getattr(info.value, "__notes__", []))
+            assert text in message, message
+            assert "nothing was started" in message
+        assert ran == [] and len(em.events) == 0 and em.capacities == {}
+        with pytest.raises(TypeError, match="iterable of Tasklets"):
+            await em.run_many(an.Tasklet(body, params={"i": 0}))  # type: ignore[arg-type]
+        assert await em.run_many(good) == [None] * 3  # the good ones still run afterwards
+
+
+async def test_cancelling_the_batch_cancels_running_tasklets_and_starts_no_more() -> None:
+    started: list[int] = []
+
+    async def slow(i: int) -> None:
+        started.append(i)
+        await anyio.sleep(10)
+
+    async with an.ExecutionManager(max_concurrency=3) as em:
+        batch = [an.Tasklet(slow, params={"i": i}, resource_tags=["gpu:1"] if i % 2 else []) for i in range(20)]
+        with anyio.move_on_after(0.1) as scope:
+            await em.run_many(batch)
+        assert scope.cancelled_caught
+        counts = em.statistics().by_status
+        assert counts["cancelled"] >= len(started) and counts["succeeded"] == 0
+        assert len(started) <= 3
+        fed = em.events.to_frame()
+        fed_ids = set(fed.loc[fed["event"] == "tasklet_submitted", "tasklet_id"])
+        assert fed_ids < {t.id for t in batch}  # the rest were never submitted
+        finished = set(fed.loc[fed["event"] == "after_task_run", "tasklet_id"])
+        assert finished == fed_ids  # every fed tasklet reported its end
+        assert_idle(em)
+
+
+async def test_closing_the_manager_ends_the_rest_of_a_batch() -> None:
+    async def slow() -> None:
+        await anyio.sleep(0.05)
+
+    em = an.ExecutionManager(max_concurrency=1)
+    out: list[object] = []
+
+    async def batch() -> None:
+        out.extend(await em.run_many([an.Tasklet(slow) for _ in range(10)], return_exceptions=True))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batch)
+        await anyio.sleep(0.02)
+        await em.aclose()
+    assert len(out) == 10
+    assert out[0] is None  # the running one finished
+    assert all(isinstance(x, an.ManagerClosedError) for x in out[1:])
+    assert_idle(em)
+    with pytest.raises(an.ManagerClosedError):
+        await em.run_many([an.Tasklet(slow)])
+
+
+async def test_a_batch_that_never_suspends_still_lets_the_loop_run() -> None:
+    async def noop() -> None:
+        return None
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0)
+
+    async with an.ExecutionManager(max_concurrency=1) as em:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            await anyio.sleep(0)
+            t0 = time.monotonic()
+            await em.run_many([an.Tasklet(noop) for _ in range(20_000)])
+            elapsed = time.monotonic() - t0
+            tg.cancel_scope.cancel()
+    # the worker yielded every couple of milliseconds: the other task kept running
+    assert ticks >= min(5, elapsed / 0.01)
+    assert ticks > 1
