@@ -209,8 +209,10 @@ class EventLog:
         self._base = 0
         self._tk_base = 0
         self._t = array("d")
-        self._code = array("B")
-        self._tix = array("q")
+        # Lists, not arrays: an append to a list costs a third as much, and the rows of
+        # one tasklet share one tix object (codes are small cached ints): 8 bytes a row.
+        self._code: list[int] = []
+        self._tix: list[int] = []
         self._xseq = array("q")
         self._xval: list[tuple[Any, ...]] = []
         # per-tasklet table: (tasklet_id, name, task, plan, resource_tags) per tasklet
@@ -248,6 +250,21 @@ class EventLog:
         self._tix.append(tix)
         return seq
 
+    def record_pair(self, code_a: int, code_b: int, tix: int, t: float, extra_b: tuple[Any, ...] | None = None) -> int:
+        """Two events of one tasklet at the same instant (nothing ran between them).
+
+        ``extra_b``: the sparse fields of the second, if any. Returns the second's seq.
+        """
+        tixs = self._tix
+        seq = self._base + len(tixs) + 1
+        if extra_b is not None:
+            self._xseq.append(seq)
+            self._xval.append(extra_b)
+        self._t.extend((t, t))
+        self._code.extend((code_a, code_b))
+        tixs.extend((tix, tix))
+        return seq
+
     def wall_time(self, t: float) -> _dt.datetime:
         return _dt.datetime.fromtimestamp(self._wall_offset + t, _dt.timezone.utc)
 
@@ -283,7 +300,7 @@ class EventLog:
         """How many events of this name were recorded."""
         if self._base:
             return self._full().count(event)
-        return self._code.tolist().count(_CODE[event])
+        return self._code.count(_CODE[event])
 
     # -- keeping only the tail in memory (keep=N) ----------------------------------
     def _trim(self) -> None:
@@ -394,8 +411,8 @@ class EventLog:
         n_tk = len(tk)
         tk_cols = list(zip(*tk)) if tk else [()] * 5
         t = np.frombuffer(self._t, dtype=np.float64, count=n).copy()
-        tix = np.frombuffer(self._tix, dtype=np.int64, count=n)
-        code = np.frombuffer(self._code, dtype=np.uint8, count=n).astype(np.int16)
+        tix = np.array(self._tix[:n], dtype=np.int64)
+        code = np.array(self._code[:n], dtype=np.int16)
         if self._at is not None:
             at_s = np.frombuffer(self._at, dtype=np.float64, count=n)
         else:
@@ -484,7 +501,7 @@ class EventLog:
         n_tk = len(tk)
         tk_cols = list(zip(*tk)) if tk else [()] * 5
         codes = frame["event"].cat.codes.to_numpy()
-        tix_all = np.frombuffer(self._tix, dtype=np.int64, count=len(frame))
+        tix_all = np.array(self._tix[: len(frame)], dtype=np.int64)
         t_all = frame["t"].to_numpy()
 
         def time_of(event: str) -> np.ndarray:
@@ -564,6 +581,7 @@ class EventLog:
             raise AuraError(f"{path}: cannot open the event log: {exc}") from exc
         log = cls()
         log._at = array("d")
+        shared: dict[int, int] = {}  # one int object per tasklet, as when recorded live
         try:
             with contextlib.closing(con):
                 for row in con.execute(
@@ -579,7 +597,7 @@ class EventLog:
                 ):
                     seq, t, at, code, tix, *extra, sparse = row
                     log._at.append(at)
-                    tix = tix - tix0 if tix >= 0 else -1
+                    tix = shared.setdefault(tix, tix - tix0 if tix >= 0 else -1)
                     if sparse:
                         log.record_x(code, tix, t, tuple(extra))
                     else:

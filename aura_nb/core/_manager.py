@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import CoroutineType, MappingProxyType
@@ -91,6 +93,7 @@ _AFTER = _CODE["after_task_run"]
 _HOOK_ERROR = _CODE["hook_error"]
 
 _now = time.monotonic
+_NO_NEW: list[tuple[str, int]] = []  # read-only: no capacities to declare
 #: A batch worker running tasklets that never suspend yields to the loop this often (s).
 _BATCH_SLICE = 0.002
 _SUCCEEDED_X = ("succeeded", None, None, None, None, None, None, None)
@@ -120,7 +123,7 @@ class _Run:
 
     __slots__ = (
         "tasklet", "tix", "keys", "fn", "is_async", "plan", "task_label", "status",
-        "handle", "timed_out", "planning", "seq0", "waiter", "worker",
+        "handle", "timed_out", "planning", "seq0", "waiter", "worker", "on_admit",
     )  # fmt: skip
 
     def __init__(self, tasklet: Tasklet, keys: tuple[str, ...], resolved: tuple[Any, ...], tix: int) -> None:
@@ -134,6 +137,7 @@ class _Run:
         self.waiter: Any = None  # the pool's waiter, while queued
         self.worker: str | None = None  # where an executor ran the body, if not here
         self.planning = False
+        self.on_admit: Callable[[], None] | None = None  # run_many's: called once admitted after waiting
 
 
 class ExecutionManager:
@@ -388,7 +392,19 @@ class ExecutionManager:
             raise ManagerClosedError(
                 f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
             )
-        resolved, keys, new = self._checked(tasklet)
+        # The fast path of _checked(), inline: a known task and tag set, no state to reach.
+        keys = self._keys.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
+        resolved = None
+        if keys is not None and tasklet.required_initial_state is None:
+            try:
+                resolved = self._resolved.get(tasklet.task)
+            except TypeError:
+                pass
+        new: list[tuple[str, int]]
+        if resolved is None:
+            resolved, keys, new = self._validate(tasklet)
+        else:
+            new = _NO_NEW
         if tasklet.id in self._live:
             raise TaskletError(f"tasklet {tasklet.id} is already submitted and not finished; create a new Tasklet")
         # Everything is valid: only now declare capacities named by tags for the first time.
@@ -437,6 +453,8 @@ class ExecutionManager:
             if waiter is not None:
                 waiting = True
                 await self._pool.wait(waiter)  # cleans up after itself when cancelled
+                if run.on_admit is not None:
+                    run.on_admit()
         except BaseException as exc:
             # Cancelled (or the manager closed) before the run began. Taken at once
             # (no waiter): give the tokens back. Queued, and an async tasklet_submitted
@@ -445,26 +463,40 @@ class ExecutionManager:
                 self._pool.cancel_waiter(waiter)
             await self._conclude(run, exc, holding=waiter is None)
             raise
-        seq = log.record(_ACQUIRED, tix, _now())
-        try:
-            if run.handle is not None and run.handle._cancel_requested:
-                await anyio.lowlevel.checkpoint()  # cancelled before its task ran: stop here
-            if hooks[_ACQUIRED]:
-                if sync_only[_ACQUIRED]:
-                    self._fire_sync(_ACQUIRED, seq, run)
-                else:
-                    await self._fire(_ACQUIRED, seq, run)
-            if run.tasklet.required_initial_state is not None:
-                await self._bring_to_state(run)
+        tasklet = run.tasklet
+        # The common case: nothing to do between acquiring and running (no hook on
+        # resources_acquired, no state to reach): both events at once.
+        direct = not hooks[_ACQUIRED] and tasklet.required_initial_state is None and run.handle is None
+        if direct:
             run.status = "running"
             self._n_running += 1
-            seq = log.record(_BEFORE, tix, t_run := _now())
+            seq = log.record_pair(_ACQUIRED, _BEFORE, tix, t_run := _now())
+        else:
+            seq = log.record(_ACQUIRED, tix, _now())
+        try:
+            if not direct:
+                if run.handle is not None and run.handle._cancel_requested:
+                    await anyio.lowlevel.checkpoint()  # cancelled before its task ran: stop here
+                if hooks[_ACQUIRED]:
+                    if sync_only[_ACQUIRED]:
+                        self._fire_sync(_ACQUIRED, seq, run)
+                    else:
+                        await self._fire(_ACQUIRED, seq, run)
+                if tasklet.required_initial_state is not None:
+                    await self._bring_to_state(run)
+                run.status = "running"
+                self._n_running += 1
+                seq = log.record(_BEFORE, tix, t_run := _now())
             if hooks[_BEFORE]:
-                if sync_only[_BEFORE]:
-                    self._fire_sync(_BEFORE, seq, run, _EMPTY_X)
+                if sync_only[_BEFORE]:  # the three Aura hooks are called inline: no extra frame
+                    event = Event(log, seq, _EMPTY_X, tasklet)
+                    for fn, _ in hooks[_BEFORE]:
+                        try:
+                            fn(event)
+                        except Exception as exc:
+                            self._sync_hook_raised(fn, event, run, exc)
                 else:
                     await self._fire(_BEFORE, seq, run, _EMPTY_X)
-            tasklet = run.tasklet
             params = tasklet.params
             if self.executor is not None:
                 result = await self._call_executor(run)
@@ -500,35 +532,52 @@ class ExecutionManager:
                 seq = log.record_x(_SUCCESS, tix, _now(), x)
             if hooks[_SUCCESS]:
                 if sync_only[_SUCCESS]:
-                    self._fire_sync(_SUCCESS, seq, run, x, result=result)
+                    event = Event(log, seq, x, tasklet, None, None, result)
+                    for fn, _ in hooks[_SUCCESS]:
+                        try:
+                            fn(event)
+                        except Exception as exc:
+                            self._sync_hook_raised(fn, event, run, exc)
                 else:
                     await self._fire(_SUCCESS, seq, run, x, result=result)
         except BaseException as exc:
             await self._conclude(run, exc, holding=True)
             raise
-        # Success: release, then after_task_run. The bookkeeping is in `finally`: a
-        # cancellation inside a resources_released hook must not lose the tasklet.
+        # Success: release, then after_task_run.
         self._pool.release(run.keys)
         run.status = "succeeded"
-        seq = log.record(_RELEASED, tix, _now())
-        try:
-            if hooks[_RELEASED]:
+        x = _SUCCEEDED_X
+        pending: BaseException | None = None
+        if hooks[_RELEASED]:
+            seq = log.record(_RELEASED, tix, _now())
+            try:
                 if sync_only[_RELEASED]:
                     self._fire_sync(_RELEASED, seq, run)
                 else:
                     await self._fire(_RELEASED, seq, run)
-        finally:
+            except BaseException as exc:
+                # A cancelled resources_released hook must not lose the tasklet: it
+                # still ends and after_task_run still fires, then the cancellation goes on.
+                pending = exc
             self._end(run)
-            x = _SUCCEEDED_X
             seq = log.record_x(_AFTER, tix, _now(), x)
-            if hooks[_AFTER]:
-                if sync_only[_AFTER]:
-                    self._fire_sync(_AFTER, seq, run, x, result=result)
-                else:
-                    with anyio.CancelScope(shield=True):
-                        await self._fire(_AFTER, seq, run, x, result=result)
+        else:
+            self._end(run)
+            seq = log.record_pair(_RELEASED, _AFTER, tix, _now(), x)
+        if hooks[_AFTER]:
+            if sync_only[_AFTER]:
+                event = Event(log, seq, x, tasklet, None, None, result)
+                for fn, _ in hooks[_AFTER]:
+                    try:
+                        fn(event)
+                    except Exception as exc:
+                        self._sync_hook_raised(fn, event, run, exc)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self._fire(_AFTER, seq, run, x, result=result)
+        if pending is not None:
+            raise pending
         return result
-
 
     def start(self, tasklet: Tasklet) -> TaskletHandle:
         """Start a tasklet in the background; returns its :class:`TaskletHandle` at once.
@@ -570,13 +619,15 @@ class ExecutionManager:
 
         Every tasklet goes through the whole lifecycle of :meth:`submit` (events,
         hooks, timeouts, planning). The batch is checked first: a bad tasklet raises
-        before any of them starts (the error's note names its position). Then the
-        tasklets are fed to the manager in order, as slots free up, by at most
-        ``max_concurrency`` worker tasks that run each admitted tasklet inline, so a
-        batch costs no task per tasklet (only one that must wait for a busy resource
-        gets a task of its own, so that it never holds up the rest). A tasklet not
-        fed yet is not submitted yet: it has no events, and tasklets submitted
-        elsewhere meanwhile may go before it.
+        before any of them starts (the error's note names its position).
+
+        The tasklets are fed to the manager in batch order by a few worker tasks
+        (about ``max_concurrency``) that run each admitted tasklet inline, so a batch
+        costs no task per tasklet. When a tasklet must wait for a busy resource, the
+        tasklets behind it with the same tags wait in the batch (they would queue
+        behind it anyway) while the others go on. A tasklet not fed yet is not
+        submitted yet: it has no events, and work submitted elsewhere meanwhile may
+        go first.
 
         Every tasklet runs to its end even when others fail. Then, if some failed,
         the first failure (in batch order) is raised, with a note that counts them;
@@ -585,63 +636,79 @@ class ExecutionManager:
         and releases as usual, the rest never start, and the cancellation propagates.
         Tasklets of a batch have no handles; stop one by cancelling the batch.
         """
-        batch = self._check_batch(tasklets)
+        batch, groups = self._check_batch(tasklets)
         n = len(batch)
         results: list[Any] = [None] * n
         failed: list[int] = []
         pool = self._pool
-        next_i = 0  # the next tasklet to feed
-        n_workers = 0
+        # The next tasklet of every group (same tags) that may be fed, by batch position.
+        # A group whose fed tasklet waits in the pool is out of the heap until admitted.
+        heads = [(queue[0], tags) for tags, queue in groups.items()]
+        heapq.heapify(heads)
+        unstarted = 0  # workers spawned that have not picked a tasklet yet
 
-        async def on_its_own(i: int, run: _Run) -> None:
-            try:
-                results[i] = await self.submit(run)  # type: ignore[arg-type]
-            except Exception as exc:
-                results[i] = exc
-                failed.append(i)
+        def next_of(tags: tuple[str, ...]) -> None:
+            queue = groups[tags]
+            if queue:
+                heapq.heappush(heads, (queue[0], tags))
+
+        def more_workers() -> None:
+            # Another worker is useful only if a global slot is free for what it feeds.
+            nonlocal unstarted
+            if heads and not unstarted and pool.in_use[GLOBAL] < pool.capacity[GLOBAL]:
+                unstarted += 1
+                tg.start_soon(worker)
+
+        def admitted(tags: tuple[str, ...], run: _Run) -> None:
+            run.on_admit = None
+            next_of(tags)
+            more_workers()
 
         async def worker() -> None:
-            nonlocal next_i, n_workers
+            nonlocal unstarted
+            unstarted -= 1
             since = _now()
-            try:
-                while next_i < n:
-                    i = next_i
-                    next_i += 1
-                    if next_i < n and n_workers < pool.capacity[GLOBAL]:
-                        n_workers += 1
-                        tg.start_soon(worker)
-                    try:
-                        run = self._admit(batch[i])
-                    except Exception as exc:  # e.g. the manager was closed meanwhile
-                        results[i] = exc
-                        failed.append(i)
-                        continue
-                    waiter = run.waiter = pool.try_acquire(run.keys, run)
-                    if (
-                        waiter is not None
-                        and not waiter.admitted
-                        and len(run.keys) > 1
-                        and pool.in_use[GLOBAL] < pool.capacity[GLOBAL]
-                    ):
-                        # Waiting for a busy resource while global slots are free:
-                        # the tasklets behind it may run meanwhile, so it waits alone.
-                        tg.start_soon(on_its_own, i, run)
-                        continue
-                    try:
-                        results[i] = await self.submit(run)  # type: ignore[arg-type]
-                    except Exception as exc:
-                        results[i] = exc
-                        failed.append(i)
-                    if _now() - since > _BATCH_SLICE:
-                        # Tasklets that never suspend would otherwise starve the loop.
-                        await anyio.lowlevel.checkpoint()
-                        since = _now()
-            finally:
-                n_workers -= 1
+            capacity, in_use = pool.capacity, pool.in_use
+            while heads:
+                i, tags = heads[0]
+                queue = groups[tags]
+                queue.popleft()
+                try:
+                    run = self._admit(batch[i])
+                except Exception as exc:  # e.g. the manager was closed meanwhile
+                    heapq.heappop(heads)
+                    next_of(tags)
+                    results[i] = exc
+                    failed.append(i)
+                    continue
+                waiter = run.waiter = pool.try_acquire(run.keys, run)
+                if waiter is None or waiter.admitted:
+                    if queue:  # the next of its group may be fed at once
+                        heapq.heapreplace(heads, (queue[0], tags))
+                    else:
+                        heapq.heappop(heads)
+                else:
+                    # It waits in the pool's queue (here, inline); its group waits behind it.
+                    heapq.heappop(heads)
+                    run.on_admit = functools.partial(admitted, tags, run)
+                if not unstarted and heads and in_use[GLOBAL] < capacity[GLOBAL]:
+                    more_workers()
+                try:
+                    results[i] = await self.submit(run)  # type: ignore[arg-type]
+                except Exception as exc:
+                    results[i] = exc
+                    failed.append(i)
+                finally:
+                    if run.on_admit is not None:  # it ended without being admitted
+                        run.on_admit()
+                if _now() - since > _BATCH_SLICE:
+                    # Tasklets that never suspend would otherwise starve the loop.
+                    await anyio.lowlevel.checkpoint()
+                    since = _now()
 
         if n:
             async with anyio.create_task_group() as tg:
-                n_workers = 1
+                unstarted = 1
                 tg.start_soon(worker)
         if failed and not return_exceptions:
             first = min(failed)
@@ -654,7 +721,7 @@ class ExecutionManager:
             raise exc
         return results
 
-    def _check_batch(self, tasklets: Iterable[Tasklet]) -> list[Tasklet]:
+    def _check_batch(self, tasklets: Iterable[Tasklet]) -> tuple[list[Tasklet], dict[tuple[str, ...], deque[int]]]:
         """Everything ``run_many`` can check before anything starts."""
         if self._closed:
             raise ManagerClosedError("run_many: this ExecutionManager is closed; create a new one")
@@ -667,6 +734,7 @@ class ExecutionManager:
         seen: set[str] = set()
         declared: dict[str, tuple[int, int]] = {}  # capacities the batch declares: name -> (cap, position)
         tag_sets: set[tuple[str, ...]] = set()  # checked already in this batch (declaring nothing yet)
+        groups: dict[tuple[str, ...], deque[int]] = {}  # batch positions by tags, in order
         resolved = self._resolved
         for i, tasklet in enumerate(batch):
             try:
@@ -697,7 +765,11 @@ class ExecutionManager:
             except Exception as exc:
                 exc.add_note(f"run_many: the tasklet at position {i} of the batch of {len(batch)}; nothing was started")
                 raise
-        return batch
+            group = groups.get(tasklet.resource_tags)
+            if group is None:
+                group = groups[tasklet.resource_tags] = deque()
+            group.append(i)
+        return batch, groups
 
     async def _run_handle(self, handle: TaskletHandle, run: _Run) -> None:
         with anyio.CancelScope() as scope:
@@ -867,9 +939,13 @@ class ExecutionManager:
             try:
                 fn(event)
             except Exception as exc:
-                err_seq = self._hook_failed(fn, event, run, exc)
-                if code != _HOOK_ERROR and self.hooks.by_code[_HOOK_ERROR]:
-                    self._fire_sync(_HOOK_ERROR, err_seq, run, error=exc)
+                self._sync_hook_raised(fn, event, run, exc)
+
+    def _sync_hook_raised(self, fn: Any, event: Event, run: _Run, exc: Exception) -> None:
+        """A sync hook raised: record ``hook_error`` and call its (sync) hooks."""
+        err_seq = self._hook_failed(fn, event, run, exc)
+        if event._r()[1] != _HOOK_ERROR and self.hooks.by_code[_HOOK_ERROR]:
+            self._fire_sync(_HOOK_ERROR, err_seq, run, error=exc)
 
     def _hook_failed(self, fn: Any, event: Event, run: _Run, exc: Exception) -> int:
         hook = getattr(fn, "__qualname__", repr(fn))

@@ -124,9 +124,9 @@ class Tasklet:
             raise TaskletError(
                 f"Tasklet({task!r}): required_initial_state {required_initial_state!r} must be a state name or None"
             )
-        if timeout is not None:
+        if timeout is not None and not (type(timeout) is float and 0.0 < timeout < math.inf):
             timeout = check_seconds(timeout, what="timeout", where=f"Tasklet({task!r})")
-        if planning_timeout is not None:
+        if planning_timeout is not None and not (type(planning_timeout) is float and 0.0 < planning_timeout < math.inf):
             planning_timeout = check_seconds(planning_timeout, what="planning_timeout", where=f"Tasklet({task!r})")
         if not name:
             if type(task) is str:
@@ -139,15 +139,15 @@ class Tasklet:
             id = f"{_SESSION}-{next(_counter)}"  # noqa: A001
         elif not isinstance(id, str) or not id:
             raise TaskletError(f"Tasklet({task!r}): id {id!r} must be a non-empty string")
-        _set = object.__setattr__
-        _set(self, "task", task)
-        _set(self, "params", params)
-        _set(self, "resource_tags", resource_tags)
-        _set(self, "required_initial_state", required_initial_state)
-        _set(self, "timeout", timeout)
-        _set(self, "planning_timeout", planning_timeout)
-        _set(self, "name", name)
-        _set(self, "id", id)
+        # The slots' own setters: frozen to everyone else, and cheaper than object.__setattr__.
+        _S_TASK(self, task)
+        _S_PARAMS(self, params)
+        _S_TAGS(self, resource_tags)
+        _S_STATE(self, required_initial_state)
+        _S_TIMEOUT(self, timeout)
+        _S_PLANNING(self, planning_timeout)
+        _S_NAME(self, name)
+        _S_ID(self, id)
 
     def __repr__(self) -> str:
         task = self.task if isinstance(self.task, str) else getattr(self.task, "__qualname__", repr(self.task))
@@ -159,6 +159,12 @@ class Tasklet:
         if self.timeout is not None:
             bits.append(f"timeout={self.timeout:g}s")
         return f"<Tasklet {' '.join(bits)}>"
+
+
+_S_TASK, _S_PARAMS, _S_TAGS, _S_STATE, _S_TIMEOUT, _S_PLANNING, _S_NAME, _S_ID = (
+    Tasklet.__dict__[field].__set__
+    for field in ("task", "params", "resource_tags", "required_initial_state", "timeout", "planning_timeout", "name", "id")
+)
 
 
 class TaskletHandle:
