@@ -31,11 +31,13 @@ def _aura_nb(n: int) -> pd.DataFrame:
     log = an.EventLog()
     codes = [_CODE[name] for name in LIFECYCLE]
     now = time.monotonic
+    submitted, acquired, before, success, released, after = codes
     for i in range(n // PER_TASKLET):
-        tix = log.add_tasklet(f"s-{i}", "daily_quests", "game/daily_quests", "game", "gpu:1,db:4")
-        for code in codes[:-1]:
-            log.record(code, tix, now())
-        log.record_x(codes[-1], tix, now(), SUCCEEDED)
+        row = (f"s-{i}", "daily_quests", "game/daily_quests", "game", "gpu:1,db:4")
+        tix, _ = log.add_submitted(row, submitted, now())
+        log.record_pair(acquired, before, tix, now())
+        log.record(success, tix, now())
+        log.record_pair(released, after, tix, now(), SUCCEEDED)
     return log.to_frame()
 
 

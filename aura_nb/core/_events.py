@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import datetime as _dt
 import os
 import sqlite3
@@ -208,12 +209,13 @@ class EventLog:
         # leave memory; _base / _tk_base are the seq / tix of the first rows still here.
         self._base = 0
         self._tk_base = 0
-        self._t = array("d")
-        # Lists, not arrays: an append to a list costs a third as much, and the rows of
-        # one tasklet share one tix object (codes are small cached ints): 8 bytes a row.
+        # Plain lists: an append to a list costs a third of one to an array, and this
+        # is the hot path (about 24 bytes a row: the two events of a pair share one
+        # float, codes are small cached ints, the rows of a tasklet share one tix).
+        self._t: list[float] = []
         self._code: list[int] = []
         self._tix: list[int] = []
-        self._xseq = array("q")
+        self._xseq: list[int] = []
         self._xval: list[tuple[Any, ...]] = []
         # per-tasklet table: (tasklet_id, name, task, plan, resource_tags) per tasklet
         self._tk: list[tuple[str, str, str, str | None, str]] = []
@@ -232,6 +234,16 @@ class EventLog:
         if self._keep is not None and len(self._tix) >= 2 * self._keep:
             self._trim()
         return self._tk_base + len(tk) - 1
+
+    def add_submitted(self, row: tuple[str, str, str, str | None, str], code: int, t: float) -> tuple[int, int]:
+        """:meth:`add_tasklet` and the tasklet's first event in one call: (tix, seq)."""
+        tix = self.add_tasklet(*row) if self._keep is not None else self._tk_base + len(self._tk)
+        if self._keep is None:
+            self._tk.append(row)
+        self._t.append(t)
+        self._code.append(code)
+        self._tix.append(tix)
+        return tix, self._base + len(self._tix) - 1
 
     def record(self, code: int, tix: int, t: float) -> int:
         """Append an event with no sparse fields; returns its seq."""
@@ -407,12 +419,12 @@ class EventLog:
         import pandas as pd
 
         n = len(self._tix)
-        tk = self._tk[:]
+        tk = self._tk
         n_tk = len(tk)
-        tk_cols = list(zip(*tk)) if tk else [()] * 5
-        t = np.frombuffer(self._t, dtype=np.float64, count=n).copy()
-        tix = np.array(self._tix[:n], dtype=np.int64)
-        code = np.array(self._code[:n], dtype=np.int16)
+        # fromiter with a count: the first n rows, without copying the lists first
+        t = np.fromiter(self._t, dtype=np.float64, count=n)
+        tix = np.fromiter(self._tix, dtype=np.int64, count=n)
+        code = np.fromiter(self._code, dtype=np.int16, count=n)
         if self._at is not None:
             at_s = np.frombuffer(self._at, dtype=np.float64, count=n)
         else:
@@ -425,17 +437,20 @@ class EventLog:
         # Repeated strings become categoricals: a small integer per row instead of a
         # pointer (this is what keeps a million-event frame small).
         safe_tix = np.where(tix >= 0, tix, n_tk).astype(np.int32 if n_tk < 2**31 - 1 else np.int64)
+        del tix
 
         def categorical(codes: np.ndarray, uniques: Any) -> pd.Categorical:
             return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(pd.Index(uniques, dtype=object)))
 
-        def per_tasklet(values: Sequence[Any]) -> pd.Categorical:
-            codes, uniques = pd.factorize(np.array(values, dtype=object), use_na_sentinel=True)
+        def per_tasklet(column: int) -> pd.Categorical:
+            values = np.array([row[column] for row in itertools.islice(tk, n_tk)], dtype=object)
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            del values
             codes = np.append(codes, -1).astype(safe_tix.dtype)
             return categorical(codes[safe_tix], uniques)
 
         m = min(len(self._xseq), len(self._xval))
-        idx = np.frombuffer(self._xseq, dtype=np.int64, count=m)
+        idx = np.fromiter(self._xseq, dtype=np.int64, count=m)
         keep = idx < n
         rows = [row for row, k in zip(self._xval[:m], keep) if k] if not keep.all() else self._xval[:m]
         idx = idx[keep]
@@ -451,11 +466,19 @@ class EventLog:
             codes[idx] = sub
             return categorical(codes, categories)
 
-        def sparse_number(name: str, dtype: Any) -> np.ndarray:
+        def sparse_number(name: str) -> np.ndarray:
             out = np.full(n, np.nan)
-            values = np.array([np.nan if v is None else v for v in columns[name]], dtype=np.float64)
-            out[idx] = values
-            return out if dtype is None else pd.array(out, dtype=dtype)
+            out[idx] = np.array([np.nan if v is None else v for v in columns[name]], dtype=np.float64)
+            return out
+
+        def sparse_int(name: str) -> Any:  # nullable Int64, built without a float copy
+            data = np.zeros(n, dtype=np.int64)
+            mask = np.ones(n, dtype=bool)
+            values = columns[name]
+            given = np.array([v is not None for v in values], dtype=bool)
+            data[idx[given]] = np.array([v for v in values if v is not None], dtype=np.int64)
+            mask[idx[given]] = False
+            return pd.arrays.IntegerArray(data, mask)
 
         messages = np.full(n, None, dtype=object)
         messages[idx] = np.array(columns["error_message"], dtype=object)
@@ -465,15 +488,15 @@ class EventLog:
                 "t": t,
                 "at": at,
                 "event": pd.Categorical.from_codes(code, categories=list(EVENT_NAMES)),
-                "tasklet_id": per_tasklet(tk_cols[0]),
-                "task": per_tasklet(tk_cols[2]),
-                "plan": per_tasklet(tk_cols[3]),
+                "tasklet_id": per_tasklet(0),
+                "task": per_tasklet(2),
+                "plan": per_tasklet(3),
                 "status": sparse_categorical("status", list(STATUSES)),
-                "resource_tags": per_tasklet(tk_cols[4]),
+                "resource_tags": per_tasklet(4),
                 "state_from": sparse_categorical("state_from"),
                 "state_to": sparse_categorical("state_to"),
-                "step": sparse_number("step", "Int64"),
-                "duration_s": sparse_number("duration_s", None),
+                "step": sparse_int("step"),
+                "duration_s": sparse_number("duration_s"),
                 "error_type": sparse_categorical("error_type"),
                 "error_message": pd.Series(messages, dtype=object),
                 "detail": sparse_categorical("detail"),
@@ -501,7 +524,7 @@ class EventLog:
         n_tk = len(tk)
         tk_cols = list(zip(*tk)) if tk else [()] * 5
         codes = frame["event"].cat.codes.to_numpy()
-        tix_all = np.array(self._tix[: len(frame)], dtype=np.int64)
+        tix_all = np.fromiter(self._tix, dtype=np.int64, count=len(frame))
         t_all = frame["t"].to_numpy()
 
         def time_of(event: str) -> np.ndarray:

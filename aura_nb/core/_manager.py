@@ -413,10 +413,11 @@ class ExecutionManager:
                 self._pool.declare(name, cap)
                 self._origin[name] = f"tag '{name}:{cap}' (tasklet {tasklet.id})"
             self._keys[tasklet.resource_tags] = keys
-        log = self.events
-        tix = log.add_tasklet(tasklet.id, tasklet.name, resolved[3], resolved[4], ",".join(tasklet.resource_tags))
+        tix, seq0 = self.events.add_submitted(
+            (tasklet.id, tasklet.name, resolved[3], resolved[4], ",".join(tasklet.resource_tags)), _SUBMITTED, _now()
+        )
         run = self._live[tasklet.id] = _Run(tasklet, keys, resolved, tix)
-        run.seq0 = log.record(_SUBMITTED, tix, _now())
+        run.seq0 = seq0
         return run
 
     # -- running ---------------------------------------------------------------------
@@ -562,7 +563,13 @@ class ExecutionManager:
             self._end(run)
             seq = log.record_x(_AFTER, tix, _now(), x)
         else:
-            self._end(run)
+            # self._end(run), inline
+            self._n_running -= 1
+            self._counts["succeeded"] += 1
+            del self._live[tasklet.id]
+            if not self._live and self._idle is not None:
+                self._idle.set()
+                self._idle = None
             seq = log.record_pair(_RELEASED, _AFTER, tix, _now(), x)
         if hooks[_AFTER]:
             if sync_only[_AFTER]:
@@ -736,18 +743,19 @@ class ExecutionManager:
         tag_sets: set[tuple[str, ...]] = set()  # checked already in this batch (declaring nothing yet)
         groups: dict[tuple[str, ...], deque[int]] = {}  # batch positions by tags, in order
         resolved = self._resolved
+        live = self._live
+        last: Any = None  # (task, tags) of the previous tasklet, known good
         for i, tasklet in enumerate(batch):
             try:
-                new: list[tuple[str, int]] = []
-                if (
-                    type(tasklet) is not Tasklet
-                    or tasklet.resource_tags not in tag_sets
-                    or tasklet.required_initial_state is not None
-                    or _uncached(resolved, tasklet.task)
-                ):
+                new: list[tuple[str, int]] = _NO_NEW
+                if type(tasklet) is not Tasklet or tasklet.required_initial_state is not None:
                     _, _, new = self._checked(tasklet)
-                    tag_sets.add(tasklet.resource_tags)
-                if tasklet.id in seen or tasklet.id in self._live:
+                elif last is None or tasklet.task is not last[0] or tasklet.resource_tags != last[1]:
+                    if tasklet.resource_tags not in tag_sets or _uncached(resolved, tasklet.task):
+                        _, _, new = self._checked(tasklet)
+                        tag_sets.add(tasklet.resource_tags)
+                    last = (tasklet.task, tasklet.resource_tags)
+                if tasklet.id in seen or tasklet.id in live:
                     raise TaskletError(
                         f"tasklet {tasklet.id} is already "
                         + ("in this batch" if tasklet.id in seen else "submitted and not finished")
