@@ -94,6 +94,7 @@ _HOOK_ERROR = _CODE["hook_error"]
 
 _now = time.monotonic
 _NO_NEW: list[tuple[str, int]] = []  # read-only: no capacities to declare
+_NOTHING = object()
 #: A batch worker running tasklets that never suspend yields to the loop this often (s).
 _BATCH_SLICE = 0.002
 _SUCCEEDED_X = ("succeeded", None, None, None, None, None, None, None)
@@ -714,9 +715,9 @@ class ExecutionManager:
                     since = _now()
 
         if n:
-            async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as tg:  # helpers, spawned as needed
                 unstarted = 1
-                tg.start_soon(worker)
+                await worker()  # the first worker is this task
         if failed and not return_exceptions:
             first = min(failed)
             exc = results[first]
@@ -738,45 +739,73 @@ class ExecutionManager:
                 f"not {type(tasklets).__name__} {tasklets!r:.80}"
             )
         batch = list(tasklets)
-        seen: set[str] = set()
+        n = len(batch)
         declared: dict[str, tuple[int, int]] = {}  # capacities the batch declares: name -> (cap, position)
         tag_sets: set[tuple[str, ...]] = set()  # checked already in this batch (declaring nothing yet)
-        groups: dict[tuple[str, ...], deque[int]] = {}  # batch positions by tags, in order
         resolved = self._resolved
-        live = self._live
-        last: Any = None  # (task, tags) of the previous tasklet, known good
-        for i, tasklet in enumerate(batch):
-            try:
-                new: list[tuple[str, int]] = _NO_NEW
-                if type(tasklet) is not Tasklet or tasklet.required_initial_state is not None:
-                    _, _, new = self._checked(tasklet)
-                elif last is None or tasklet.task is not last[0] or tasklet.resource_tags != last[1]:
-                    if tasklet.resource_tags not in tag_sets or _uncached(resolved, tasklet.task):
+        last_task: Any = _NOTHING  # the task and tags of the previous tasklet, known good
+        last_tags: Any = _NOTHING
+        one_group = True
+        i = 0
+
+        def note(exc: BaseException) -> BaseException:
+            exc.add_note(f"run_many: the tasklet at position {i} of the batch of {n}; nothing was started")
+            return exc
+
+        for i, tasklet in enumerate(batch):  # noqa: B007 - note() reads i
+            if type(tasklet) is Tasklet and tasklet.required_initial_state is None:
+                if tasklet.task is last_task and tasklet.resource_tags == last_tags:
+                    continue
+                if tasklet.resource_tags in tag_sets and not _uncached(resolved, tasklet.task):
+                    new = _NO_NEW
+                else:
+                    try:
                         _, _, new = self._checked(tasklet)
-                        tag_sets.add(tasklet.resource_tags)
-                    last = (tasklet.task, tasklet.resource_tags)
-                if tasklet.id in seen or tasklet.id in live:
-                    raise TaskletError(
-                        f"tasklet {tasklet.id} is already "
-                        + ("in this batch" if tasklet.id in seen else "submitted and not finished")
-                        + "; a batch needs a new Tasklet per run"
-                    )
-                seen.add(tasklet.id)
-                for name, cap in new:
-                    other = declared.setdefault(name, (cap, i))
-                    if other[0] != cap:
-                        raise ResourceTagError(
+                    except Exception as exc:
+                        raise note(exc) from None
+                    tag_sets.add(tasklet.resource_tags)
+                if last_tags is not _NOTHING and tasklet.resource_tags != last_tags:
+                    one_group = False
+                last_task, last_tags = tasklet.task, tasklet.resource_tags
+            else:
+                try:
+                    _, _, new = self._checked(tasklet)
+                except Exception as exc:
+                    raise note(exc) from None
+                one_group = False
+            for name, cap in new:
+                other = declared.setdefault(name, (cap, i))
+                if other[0] != cap:
+                    raise note(
+                        ResourceTagError(
                             f"resource tag '{name}:{cap}' of tasklet {tasklet.id} contradicts '{name}:{other[0]}' "
                             f"of the batch's tasklet at position {other[1]}; write the capacity once (or pass "
                             f"capacities={{'{name}': N}} to the manager) and use the bare tag {name!r}"
                         )
-            except Exception as exc:
-                exc.add_note(f"run_many: the tasklet at position {i} of the batch of {len(batch)}; nothing was started")
-                raise
-            group = groups.get(tasklet.resource_tags)
-            if group is None:
-                group = groups[tasklet.resource_tags] = deque()
-            group.append(i)
+                    )
+        ids = [tasklet.id for tasklet in batch]
+        seen = set(ids)
+        if len(seen) != n or not seen.isdisjoint(self._live):
+            first: set[str] = set()
+            for i, tasklet_id in enumerate(ids):  # noqa: B007 - note() reads i
+                if tasklet_id in first or tasklet_id in self._live:
+                    raise note(
+                        TaskletError(
+                            f"tasklet {tasklet_id} is already "
+                            + ("in this batch" if tasklet_id in first else "submitted and not finished")
+                            + "; a batch needs a new Tasklet per run"
+                        )
+                    )
+                first.add(tasklet_id)
+        groups: dict[tuple[str, ...], deque[int]] = {}  # batch positions by tags, in order
+        if one_group and n:
+            groups[batch[0].resource_tags] = deque(range(n))
+        else:
+            for i, tasklet in enumerate(batch):
+                group = groups.get(tasklet.resource_tags)
+                if group is None:
+                    group = groups[tasklet.resource_tags] = deque()
+                group.append(i)
         return batch, groups
 
     async def _run_handle(self, handle: TaskletHandle, run: _Run) -> None:
