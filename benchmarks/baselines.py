@@ -6,7 +6,9 @@
 * :class:`AuraStyle` -- the original Aura ExecutionManager's design: per submission
   the global semaphore, then each tag's semaphore one by one (created lazily under an
   ``asyncio.Lock``, capacity parsed from the tag) in an ``AsyncExitStack``, then
-  ``asyncio.timeout``, and four awaited hooks that each append a dict to a list.
+  ``asyncio.timeout`` (always, as Aura does: ``asyncio.timeout(None)`` when the
+  tasklet has no limit; raw asyncio uses one only where the workload has one), and
+  four awaited hooks that each append a dict to a list.
 """
 
 from __future__ import annotations
@@ -78,11 +80,9 @@ class AuraStyle:
                 await stack.enter_async_context(await self._semaphore(tag))
             await self._fire("before_task_run", tasklet_id)
             try:
-                if timeout is None:
+                # As Aura does: always under asyncio.timeout (None: no deadline).
+                async with asyncio.timeout(timeout):
                     result = await body()
-                else:
-                    async with asyncio.timeout(timeout):
-                        result = await body()
                 await self._fire("after_task_success", tasklet_id)
                 self.completed += 1
                 return result
