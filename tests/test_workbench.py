@@ -386,6 +386,29 @@ async def test_run_and_submit_many() -> None:
     await wb.aclose()
 
 
+async def test_run_many_with_the_dashboard_live() -> None:
+    wb = Workbench(max_concurrency=2, capacities={"gpu": 1})
+    release = asyncio.Event()
+
+    async def job(x: int) -> int:
+        await release.wait()
+        return x * x
+
+    batch = asyncio.ensure_future(wb.run_many([Tasklet(job, params={"x": i}, resource_tags=["gpu"]) for i in range(4)]))
+    await _until(lambda: wb.manager.statistics().resources["gpu"].in_use == 1)
+    wb.refresh()
+    _assert_gauges_match(wb)  # the gauges follow the batch
+    live = wb.tasklet_select.value
+    assert live is not None
+    wb.cancel_button.click()  # a batch tasklet has no handle: the dashboard says what to do
+    assert "part of a run_many batch" in wb.why_area.value and "interrupt the cell" in wb.why_area.value
+    release.set()
+    assert await batch == [0, 1, 4, 9]
+    assert wb._batch_ids == set()
+    assert list(wb.runs["status"]) == ["succeeded"] * 4
+    await wb.aclose()
+
+
 async def test_cancelling_the_awaiting_cell_cancels_the_tasklet() -> None:
     wb = Workbench(max_concurrency=1)
 
