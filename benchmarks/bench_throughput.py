@@ -78,6 +78,10 @@ def _aura_nb(body: Any, tags: tuple[str, ...], timeout: float | None, n: int, ba
         stats = em.statistics()
         assert stats.by_status["succeeded"] == n and stats.idle, stats
         assert len(seen) == 3 * n and len(em.events) == 6 * n
+        # No limit was exceeded: replay the log (tokens in use at every instant).
+        use = an.utilization(em)
+        for name, cap in {"global": 64, **CAPS}.items():
+            assert name not in use or use[name].max() <= cap, (name, use[name].max())
         await em.aclose()
         return elapsed
 

@@ -240,3 +240,23 @@ async def test_a_batch_that_never_suspends_still_lets_the_loop_run() -> None:
     # the worker yielded every couple of milliseconds: the other task kept running
     assert ticks >= min(5, elapsed / 0.01)
     assert ticks > 1
+
+
+async def test_a_batch_plans_states_like_submit() -> None:
+    from aura_nb.examples.game import GameDevice, make_game_plan
+
+    device = GameDevice(delay=0.002)
+    plan = make_game_plan(device)
+    async with an.ExecutionManager(plans=[plan], capacities={"gpu": 1}) as em:
+        batch = [
+            an.Tasklet("game/daily_quests", params={"rounds": r}, required_initial_state="in_game_at_home",
+                       resource_tags=["gpu"])  # fmt: skip
+            for r in (1, 2)
+        ]
+        assert await em.run_many(batch) == [1, 2]
+        assert_idle(em)
+    # The first tasklet walked the path; the second found the game already there.
+    assert device.log == ["do_login", "select_character_and_enter_game", "daily_quests(1)", "daily_quests(2)"]
+    frame = em.events.to_frame()
+    assert (frame["event"] == "state_path_planned").sum() == 1
+    assert (frame["event"] == "state_planning_finished").sum() == 2
