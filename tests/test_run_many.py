@@ -260,3 +260,29 @@ async def test_a_batch_plans_states_like_submit() -> None:
     frame = em.events.to_frame()
     assert (frame["event"] == "state_path_planned").sum() == 1
     assert (frame["event"] == "state_planning_finished").sum() == 2
+
+
+async def test_a_batch_of_tasklets_that_never_suspend_stops_at_its_next_checkpoint() -> None:
+    ran = 0
+
+    async def noop() -> None:
+        nonlocal ran
+        ran += 1
+
+    async with an.ExecutionManager(max_concurrency=8) as em:
+        with anyio.CancelScope() as scope:
+
+            async def stop_the_batch() -> None:
+                scope.cancel()
+
+            batch = [an.Tasklet(noop) for _ in range(50_000)]
+            batch[100] = an.Tasklet(stop_the_batch)
+            await em.run_many(batch)
+        assert scope.cancelled_caught
+        # The cancellation reached the batch at its next checkpoint (a few ms of no-op
+        # tasklets at most), then nothing more was fed; everything fed has ended.
+        assert 100 <= ran < 40_000
+        counts = em.statistics().by_status
+        assert counts["succeeded"] == ran + 1 and counts["cancelled"] <= 1
+        assert len(em.events.to_frame().query("event == 'tasklet_submitted'")) == ran + 1 + counts["cancelled"]
+        assert_idle(em)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -641,8 +642,10 @@ class ExecutionManager:
         the first failure (in batch order) is raised, with a note that counts them;
         ``return_exceptions=True`` returns the exceptions in place of results instead.
         Cancelling the caller cancels the whole batch: each running tasklet reports
-        and releases as usual, the rest never start, and the cancellation propagates.
-        Tasklets of a batch have no handles; stop one by cancelling the batch.
+        and releases as usual, no more are fed, and the cancellation propagates. (It
+        reaches the batch where a tasklet suspends, or at the checkpoint a worker takes
+        every 2 ms, so tasklets that never suspend may go on for up to that long.)
+        Tasklets of a batch have no handles: use :meth:`start` to cancel one by one.
         """
         batch, groups = self._check_batch(tasklets)
         n = len(batch)
@@ -654,6 +657,7 @@ class ExecutionManager:
         heads = [(queue[0], tags) for tags, queue in groups.items()]
         heapq.heapify(heads)
         unstarted = 0  # workers spawned that have not picked a tasklet yet
+        stopping = False  # the batch is being cancelled
 
         def next_of(tags: tuple[str, ...]) -> None:
             queue = groups[tags]
@@ -663,7 +667,7 @@ class ExecutionManager:
         def more_workers() -> None:
             # Another worker is useful only if a global slot is free for what it feeds.
             nonlocal unstarted
-            if heads and not unstarted and pool.in_use[GLOBAL] < pool.capacity[GLOBAL]:
+            if heads and not unstarted and not stopping and pool.in_use[GLOBAL] < pool.capacity[GLOBAL]:
                 unstarted += 1
                 tg.start_soon(worker)
 
@@ -673,11 +677,14 @@ class ExecutionManager:
             more_workers()
 
         async def worker() -> None:
-            nonlocal unstarted
+            nonlocal unstarted, stopping
             unstarted -= 1
+            if anyio.current_effective_deadline() == -math.inf:
+                stopping = True  # a helper started after the batch was cancelled
+                return
             since = _now()
             capacity, in_use = pool.capacity, pool.in_use
-            while heads:
+            while heads and not stopping:
                 i, tags = heads[0]
                 queue = groups[tags]
                 queue.popleft()
@@ -706,12 +713,21 @@ class ExecutionManager:
                 except Exception as exc:
                     results[i] = exc
                     failed.append(i)
+                except BaseException:
+                    # The batch is cancelled (there is no other way in): feed no more,
+                    # even to a worker whose tasklets never reach a checkpoint.
+                    stopping = True
+                    raise
                 finally:
                     if run.on_admit is not None:  # it ended without being admitted
                         run.on_admit()
                 if _now() - since > _BATCH_SLICE:
                     # Tasklets that never suspend would otherwise starve the loop.
-                    await anyio.lowlevel.checkpoint()
+                    try:
+                        await anyio.lowlevel.checkpoint()
+                    except BaseException:
+                        stopping = True
+                        raise
                     since = _now()
 
         if n:
