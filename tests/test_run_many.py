@@ -286,3 +286,55 @@ async def test_a_batch_of_tasklets_that_never_suspend_stops_at_its_next_checkpoi
         assert counts["succeeded"] == ran + 1 and counts["cancelled"] <= 1
         assert len(em.events.to_frame().query("event == 'tasklet_submitted'")) == ran + 1 + counts["cancelled"]
         assert_idle(em)
+
+
+async def test_a_generator_that_raises_midway_starts_nothing() -> None:
+    async def noop() -> None:
+        return None
+
+    def tasklets():  # type: ignore[no-untyped-def]
+        yield an.Tasklet(noop)
+        raise RuntimeError("the source broke")
+
+    async with an.ExecutionManager() as em:
+        with pytest.raises(RuntimeError, match="the source broke"):
+            await em.run_many(tasklets())
+        assert len(em.events) == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_batches_keep_every_limit_and_account_for_every_tasklet(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    holders = Holders()
+    caps = {"a": 1, "b": 2, "c": 3}
+
+    async def body(names: tuple[str, ...], nap: float, fail: bool) -> str:
+        holders.enter(names)
+        try:
+            if nap:
+                await anyio.sleep(nap)
+            if fail:
+                raise ValueError("planned failure")
+            return "ok"
+        finally:
+            holders.leave(names)
+
+    batch = []
+    for _ in range(150):
+        names = tuple(sorted(rng.sample(sorted(caps), rng.randint(0, 2))))
+        nap = rng.choice([0, 0, 0.001, 0.003, 0.2])
+        params = {"names": ("global", *names), "nap": nap, "fail": rng.random() < 0.1}
+        batch.append(an.Tasklet(body, params=params, resource_tags=list(names), timeout=0.05))
+    async with an.ExecutionManager(max_concurrency=4, capacities=caps) as em:
+        out = await em.run_many(batch, return_exceptions=True)
+        assert_idle(em)
+        counts = em.statistics().by_status
+    assert holders.peak["global"] <= 4 and all(holders.peak[k] <= v for k, v in caps.items())
+    assert all(v == 0 for v in holders.now.values())
+    kinds = Counter(type(x).__name__ for x in out)
+    assert kinds["str"] == counts["succeeded"]
+    assert kinds["ValueError"] == counts["failed"]
+    assert kinds["TaskletTimeoutError"] == counts["timeout"] > 0
+    assert sum(kinds.values()) == len(batch) == sum(counts.values())
