@@ -1,6 +1,7 @@
 """Workload 6: the cost of watching. The same tasklets run with a ``Workbench``
 dashboard attached (its widgets built and pumped, no front end) and without it.
-Target: throughput with the dashboard >= 0.9x of without.
+Target: throughput with the dashboard >= 0.9x of without. The ratio is the median of
+back-to-back pairs (alternating which runs first).
 """
 
 from __future__ import annotations
@@ -57,12 +58,21 @@ def _with(n: int) -> float:
     return asyncio.run(main())
 
 
-def run(n: int = 20_000, reps: int = 5) -> dict[str, Any]:
-    plain, watched = [], []
-    for _ in range(reps):
-        plain.append(n / _without(n))
-        watched.append(n / _with(n))
-    ratio = median(watched) / median(plain)
+def run(n: int = 20_000, reps: int = 7) -> dict[str, Any]:
+    plain, watched, ratios = [], [], []
+    for rep in range(reps):
+        # Pairs run back to back, in alternating order; the ratio is the median of the
+        # pairs' ratios, so a slow spell of this shared machine hits both sides of a pair.
+        if rep % 2:
+            w = n / _with(n)
+            p = n / _without(n)
+        else:
+            p = n / _without(n)
+            w = n / _with(n)
+        plain.append(p)
+        watched.append(w)
+        ratios.append(w / p)
+    ratio = median(ratios)
     rows = [[f"{n:,} tasklets", median(plain), median(watched), ratio, verdict(ratio >= 0.9)]]
     md = table(["workload", "tasklets/s without", "tasklets/s with dashboard", "ratio (≥ 0.9)", "target"], rows)
     return {"markdown": md, "ok": ratio >= 0.9}
