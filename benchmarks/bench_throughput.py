@@ -121,9 +121,10 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), reps: int = 5, body_n
             vs_raw = us["aura_nb"] / us["raw asyncio"]
             vs_aura = us["Aura-style"] / us["aura_nb"]
             ok = vs_raw <= 1.5 and vs_aura >= 1.5
-            ok_all &= ok
+            targeted = body_name == "no-op"  # the targets are for no-op tasklets
+            ok_all &= ok or not targeted
             rows.append([variant, f"{n:,}", us["raw asyncio"], us["Aura-style"], us["aura_nb"], vs_raw, vs_aura,
-                         verdict(ok), us["aura_nb gather"]])  # fmt: skip
+                         verdict(ok) if targeted else "reported", us["aura_nb gather"]])  # fmt: skip
             results[(variant, n)] = us
     md = table(
         ["workload", "N", "raw asyncio µs", "Aura-style µs", "aura_nb µs (run_many)", "aura_nb / raw (≤ 1.5)",
@@ -131,7 +132,15 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000, 100_000), reps: int = 5, body_n
         # fmt: skip
         rows,
     )
-    return {"markdown": md, "ok": ok_all, "results": results}
+    notes = None
+    if body_name != "no-op":
+        notes = (
+            "Not a target (the issue's targets are for no-op tasklets): bodies that await "
+            "``asyncio.sleep(0)`` once, so tasklets suspend while they hold their tokens and the "
+            "gpu:4 limit binds. Shown to check that ``run_many`` stays near the bare loop when "
+            "tasklets do suspend."
+        )
+    return {"markdown": md, "ok": ok_all, "results": results, "notes": notes}
 
 
 if __name__ == "__main__":
