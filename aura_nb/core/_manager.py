@@ -128,10 +128,13 @@ class _Run:
         "handle", "timed_out", "planning", "seq0", "waiter", "worker", "on_admit",
     )  # fmt: skip
 
-    def __init__(self, tasklet: Tasklet, keys: tuple[str, ...], resolved: tuple[Any, ...], tix: int) -> None:
+    def __init__(
+        self, tasklet: Tasklet, keys: tuple[str, ...], resolved: tuple[Any, ...], tix: int, seq0: int
+    ) -> None:
         self.tasklet = tasklet
         self.keys = keys
         self.tix = tix
+        self.seq0 = seq0  # the seq of its tasklet_submitted event
         self.fn, self.is_async, self.plan, self.task_label, _ = resolved
         self.status = "waiting"
         self.handle: TaskletHandle | None = None
@@ -395,7 +398,7 @@ class ExecutionManager:
                 f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
             )
         # The fast path of _checked(), inline: a known task and tag set, no state to reach.
-        keys = self._keys.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
+        keys: tuple[str, ...] | None = self._keys.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
         resolved = None
         if keys is not None and tasklet.required_initial_state is None:
             try:
@@ -414,12 +417,11 @@ class ExecutionManager:
             for name, cap in new:
                 self._pool.declare(name, cap)
                 self._origin[name] = f"tag '{name}:{cap}' (tasklet {tasklet.id})"
-            self._keys[tasklet.resource_tags] = keys
+            self._keys[tasklet.resource_tags] = keys  # type: ignore[assignment]  # set by _validate
         tix, seq0 = self.events.add_submitted(
             (tasklet.id, tasklet.name, resolved[3], resolved[4], ",".join(tasklet.resource_tags)), _SUBMITTED, _now()
         )
-        run = self._live[tasklet.id] = _Run(tasklet, keys, resolved, tix)
-        run.seq0 = seq0
+        run = self._live[tasklet.id] = _Run(tasklet, keys, resolved, tix, seq0)  # type: ignore[arg-type]
         return run
 
     # -- running ---------------------------------------------------------------------
@@ -845,6 +847,7 @@ class ExecutionManager:
     async def _rest_under_timeout(self, run: _Run, coro: Any, first: Any, t_run: float) -> Any:
         """On asyncio: the rest of a suspended body, under the tasklet's timeout from ``t_run``."""
         limit = run.tasklet.timeout
+        assert limit is not None  # only called for a tasklet with a timeout
         # asyncio.timeout (not an anyio scope): it does not care how it nests with
         # scopes the body entered before suspending, and costs half as much.
         cm = asyncio.timeout(max(limit - (_now() - t_run), 0.0))
