@@ -363,6 +363,25 @@ async def test_the_timeout_nests_with_the_bodys_own_scopes_and_counts_from_the_s
         assert_idle(em)
 
 
+async def test_a_handled_exception_does_not_linger_in_a_timed_body(anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("the asyncio path arms the tasklet's timer after the body's first suspension")
+    import asyncio
+    import sys
+
+    async def handles_its_own_timeout() -> str:
+        try:
+            async with asyncio.timeout(0.01):  # its cancellation is thrown into the body
+                await asyncio.sleep(1)
+        except TimeoutError:
+            pass
+        return repr(sys.exc_info()[1])  # nothing is being handled any more
+
+    async with an.ExecutionManager() as em:
+        for timeout in (None, 5):
+            assert await em.submit(an.Tasklet(handles_its_own_timeout, timeout=timeout)) == "None"
+
+
 async def test_cancelling_a_running_tasklet_with_a_timeout() -> None:
     async def forever() -> None:
         await anyio.sleep_forever()

@@ -157,7 +157,7 @@ async def test_a_bad_tasklet_rejects_the_whole_batch_before_anything_starts() ->
             (good + ["not a tasklet"], TypeError, "position 3"),
             (good + [an.Tasklet("nowhere/task")], an.TaskNotFoundError, "position 3"),
             (good + [an.Tasklet(body, params={"i": 9}, resource_tags=["gpu:4"])], an.ResourceTagError,
-             "position 0"),  # fmt: skip
+             "earlier tasklet of the same batch"),  # fmt: skip
             (good + [good[1]], an.TaskletError, "already in this batch"),
         ]
         for batch, error, text in cases:
@@ -338,3 +338,94 @@ async def test_random_batches_keep_every_limit_and_account_for_every_tasklet(see
     assert kinds["ValueError"] == counts["failed"]
     assert kinds["TaskletTimeoutError"] == counts["timeout"] > 0
     assert sum(kinds.values()) == len(batch) == sum(counts.values())
+
+
+async def test_a_stray_cancellation_is_that_tasklets_outcome_not_the_batchs(anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("a stray CancelledError (a cancelled future) is an asyncio thing")
+    import asyncio
+
+    async def stray() -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()  # someone else cancelled what this tasklet awaits
+        await future
+
+    async def job(i: int) -> int:
+        await anyio.sleep(0.001)
+        return i
+
+    async with an.ExecutionManager(max_concurrency=2) as em:
+        batch = [an.Tasklet(job, params={"i": i}) for i in range(8)]
+        batch[1] = an.Tasklet(stray)
+        out = await em.run_many(batch, return_exceptions=True)
+        assert isinstance(out[1], an.TaskletCancelledError)
+        assert [x for k, x in enumerate(out) if k != 1] == [0, 2, 3, 4, 5, 6, 7]  # the rest all ran
+        with pytest.raises(an.TaskletCancelledError):
+            await em.run_many([an.Tasklet(stray), an.Tasklet(job, params={"i": 1})])
+        assert em.statistics().by_status["cancelled"] == 2
+        assert_idle(em)
+
+
+async def test_a_base_exception_from_a_tasklet_comes_out_as_it_is() -> None:
+    class Stop(BaseException):
+        pass
+
+    async def stop() -> None:
+        await anyio.sleep(0.01)
+        raise Stop("stop everything")
+
+    async def slow() -> None:
+        await anyio.sleep(5)
+
+    async with an.ExecutionManager(max_concurrency=4) as em:
+        with pytest.raises(Stop, match="stop everything"):  # not wrapped in a BaseExceptionGroup
+            await em.run_many([an.Tasklet(slow), an.Tasklet(stop), an.Tasklet(slow)])
+        assert_idle(em)  # the others were cancelled and released
+
+
+async def test_slots_freed_by_others_are_used_by_a_running_batch() -> None:
+    holders = Holders()
+    outside_done = anyio.Event()
+
+    async def outside() -> None:
+        await outside_done.wait()
+
+    async def job() -> None:
+        holders.enter(("batch",))
+        await anyio.sleep(0.2)
+        holders.leave(("batch",))
+
+    async with an.ExecutionManager(max_concurrency=4) as em:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(em.submit, an.Tasklet(outside))
+            await anyio.sleep(0.01)  # the outside tasklets hold 3 of the 4 slots
+
+            async def release_soon() -> None:
+                await anyio.sleep(0.05)
+                outside_done.set()
+
+            tg.start_soon(release_soon)
+            await em.run_many([an.Tasklet(job) for _ in range(4)])
+    assert holders.peak["batch"] == 4  # not one at a time after the slots came back
+
+
+async def test_a_bare_tag_may_rely_on_a_capacity_written_earlier_in_the_batch() -> None:
+    async def job(i: int) -> int:
+        return i
+
+    async with an.ExecutionManager() as em:
+        batch = [an.Tasklet(job, params={"i": 0}, resource_tags=["gpu:1"]),
+                 an.Tasklet(job, params={"i": 1}, resource_tags=["gpu"])]  # fmt: skip
+        assert await em.run_many(batch) == [0, 1]
+        assert em.capacities == {"gpu": 1}
+    async with an.ExecutionManager() as em:
+        # rejected batch: the bare tag's resource is still undeclared afterwards
+        bad = [an.Tasklet(job, params={"i": 0}, resource_tags=["tpu:2"]),
+               an.Tasklet(job, params={"i": 1}, resource_tags=["tpu"]),
+               an.Tasklet("nowhere/task")]  # fmt: skip
+        with pytest.raises(an.TaskNotFoundError):
+            await em.run_many(bad)
+        assert em.capacities == {}
+        with pytest.raises(an.ResourceTagError, match="no capacity is declared"):
+            await em.submit(an.Tasklet(job, params={"i": 1}, resource_tags=["tpu"]))

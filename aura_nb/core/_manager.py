@@ -264,8 +264,14 @@ class ExecutionManager:
         return MappingProxyType({k: v for k, v in self._pool.capacity.items() if k != GLOBAL})
 
     # -- validation ------------------------------------------------------------------
-    def _resolve_keys(self, tasklet: Tasklet) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
-        """The pool keys of a tasklet's tags, and the capacities its tags declare anew."""
+    def _resolve_keys(
+        self, tasklet: Tasklet, pending: Mapping[str, int] | None = None
+    ) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
+        """The pool keys of a tasklet's tags, and the capacities its tags declare anew.
+
+        ``pending``: capacities declared by tags of a batch that is being checked (not
+        in the pool yet); a bare tag may rely on them.
+        """
         tags = tasklet.resource_tags
         keys = self._keys.get(tags)
         if keys is not None:
@@ -273,8 +279,19 @@ class ExecutionManager:
         capacity = self._pool.capacity
         new: list[tuple[str, int]] = []
         out = [GLOBAL]
+        from_batch = False
         for (name, cap), tag in zip(parse_tags(tags), tags):
             known = capacity.get(name)
+            if known is None and pending and name in pending:
+                from_batch = True
+                if cap is not None and cap != pending[name]:
+                    raise ResourceTagError(
+                        f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r}): capacity {cap} contradicts "
+                        f"the capacity {pending[name]} of {name!r} written by an earlier tasklet of the same batch; "
+                        f"write the capacity once and use the bare tag {name!r}"
+                    )
+                out.append(name)
+                continue
             if known is None:
                 if cap is None:
                     raise ResourceTagError(
@@ -291,7 +308,7 @@ class ExecutionManager:
             out.append(name)
         # Two new tags in one tasklet cannot contradict each other: a resource appears once.
         keys = tuple(out)
-        if not new:
+        if not new and not from_batch:  # (a batch's capacities are not declared yet)
             self._keys[tags] = keys
         return keys, new
 
@@ -345,7 +362,9 @@ class ExecutionManager:
             pass
         return resolved
 
-    def _validate(self, tasklet: Tasklet) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
+    def _validate(
+        self, tasklet: Tasklet, pending: Mapping[str, int] | None = None
+    ) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
         """Everything submit checks: (resolved task, pool keys, capacities to declare)."""
         if not isinstance(tasklet, Tasklet):
             shown = repr(tasklet) if len(repr(tasklet)) <= 80 else repr(tasklet)[:77] + "..."
@@ -354,7 +373,7 @@ class ExecutionManager:
                 "e.g. an.Tasklet(my_function, params={...}) or an.Tasklet('plan/task')"
             )
         resolved = self._resolve_task(tasklet)
-        keys, new = self._resolve_keys(tasklet)
+        keys, new = self._resolve_keys(tasklet, pending)
         state = tasklet.required_initial_state
         if state is not None:
             plan = resolved[2]
@@ -379,7 +398,9 @@ class ExecutionManager:
         known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
         return ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
 
-    def _checked(self, tasklet: Tasklet) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
+    def _checked(
+        self, tasklet: Tasklet, pending: Mapping[str, int] | None = None
+    ) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
         """:meth:`_validate`, answered from the caches when the task and tags are known."""
         if type(tasklet) is Tasklet and tasklet.required_initial_state is None:
             try:
@@ -389,7 +410,7 @@ class ExecutionManager:
             keys = self._keys.get(tasklet.resource_tags)
             if resolved is not None and keys is not None:
                 return resolved, keys, []
-        return self._validate(tasklet)
+        return self._validate(tasklet, pending)
 
     def _admit(self, tasklet: Tasklet) -> _Run:
         """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
@@ -667,9 +688,13 @@ class ExecutionManager:
                 heapq.heappush(heads, (queue[0], tags))
 
         def more_workers() -> None:
-            # Another worker is useful only if a global slot is free for what it feeds.
+            # One helper is always ready while tasklets remain unfed: it runs as soon as
+            # every other worker is suspended (in a tasklet, or waiting in the pool), so
+            # slots freed by anyone (or a larger max_concurrency) never sit idle. Workers
+            # stay bounded: each one runs an admitted tasklet or holds its group's place
+            # in the pool's queue.
             nonlocal unstarted
-            if heads and not unstarted and not stopping and pool.in_use[GLOBAL] < pool.capacity[GLOBAL]:
+            if heads and not unstarted and not stopping:
                 unstarted += 1
                 tg.start_soon(worker)
 
@@ -685,7 +710,6 @@ class ExecutionManager:
                 stopping = True  # a helper started after the batch was cancelled
                 return
             since = _now()
-            capacity, in_use = pool.capacity, pool.in_use
             while heads and not stopping:
                 i, tags = heads[0]
                 queue = groups[tags]
@@ -708,18 +732,29 @@ class ExecutionManager:
                     # It waits in the pool's queue (here, inline); its group waits behind it.
                     heapq.heappop(heads)
                     run.on_admit = functools.partial(admitted, tags, run)
-                if not unstarted and heads and in_use[GLOBAL] < capacity[GLOBAL]:
+                if not unstarted and heads:
                     more_workers()
                 try:
                     results[i] = await self.submit(run)  # type: ignore[arg-type]
                 except Exception as exc:
                     results[i] = exc
                     failed.append(i)
-                except BaseException:
-                    # The batch is cancelled (there is no other way in): feed no more,
-                    # even to a worker whose tasklets never reach a checkpoint.
-                    stopping = True
-                    raise
+                except BaseException as exc:
+                    if isinstance(exc, cancelled_cls) and not _cancel_requested():
+                        # A body raised a stray cancellation (e.g. it awaited a future
+                        # someone cancelled): that tasklet's outcome, not the batch's.
+                        results[i] = cancelled_error(batch[i])
+                        failed.append(i)
+                    elif isinstance(exc, cancelled_cls):
+                        # The batch is cancelled: feed no more, even to a worker whose
+                        # tasklets never reach a checkpoint.
+                        stopping = True
+                        raise
+                    else:  # KeyboardInterrupt, SystemExit...: stop, re-raised as it is below
+                        stopping = True
+                        fatal.append(exc)
+                        tg.cancel_scope.cancel()
+                        return
                 finally:
                     if run.on_admit is not None:  # it ended without being admitted
                         run.on_admit()
@@ -732,10 +767,14 @@ class ExecutionManager:
                         raise
                     since = _now()
 
+        cancelled_cls = anyio.get_cancelled_exc_class()
+        fatal: list[BaseException] = []
         if n:
             async with anyio.create_task_group() as tg:  # helpers, spawned as needed
                 unstarted = 1
                 await worker()  # the first worker is this task
+            if fatal:
+                raise fatal[0]
         if failed and not return_exceptions:
             first = min(failed)
             exc = results[first]
@@ -758,7 +797,7 @@ class ExecutionManager:
             )
         batch = list(tasklets)
         n = len(batch)
-        declared: dict[str, tuple[int, int]] = {}  # capacities the batch declares: name -> (cap, position)
+        pending: dict[str, int] = {}  # capacities the batch's tags declare (not in the pool yet)
         tag_sets: set[tuple[str, ...]] = set()  # checked already in this batch (declaring nothing yet)
         resolved = self._resolved
         last_task: Any = _NOTHING  # the task and tags of the previous tasklet, known good
@@ -778,7 +817,7 @@ class ExecutionManager:
                     new = _NO_NEW
                 else:
                     try:
-                        _, _, new = self._checked(tasklet)
+                        _, _, new = self._checked(tasklet, pending)
                     except Exception as exc:
                         raise note(exc) from None
                     tag_sets.add(tasklet.resource_tags)
@@ -787,20 +826,12 @@ class ExecutionManager:
                 last_task, last_tags = tasklet.task, tasklet.resource_tags
             else:
                 try:
-                    _, _, new = self._checked(tasklet)
+                    _, _, new = self._checked(tasklet, pending)
                 except Exception as exc:
                     raise note(exc) from None
                 one_group = False
-            for name, cap in new:
-                other = declared.setdefault(name, (cap, i))
-                if other[0] != cap:
-                    raise note(
-                        ResourceTagError(
-                            f"resource tag '{name}:{cap}' of tasklet {tasklet.id} contradicts '{name}:{other[0]}' "
-                            f"of the batch's tasklet at position {other[1]}; write the capacity once (or pass "
-                            f"capacities={{'{name}': N}} to the manager) and use the bare tag {name!r}"
-                        )
-                    )
+            for name, cap in new:  # later tags of the batch are checked against these
+                pending[name] = cap
         ids = [tasklet.id for tasklet in batch]
         seen = set(ids)
         if len(seen) != n or not seen.isdisjoint(self._live):
@@ -1321,21 +1352,24 @@ class _Resume:
         value = self.first
         self.first = None
         while True:
+            error: BaseException | None = None
             try:
                 sent = yield value
             except GeneratorExit:
                 coro.close()
                 raise
             except BaseException as exc:  # a cancellation, a timeout: the body handles it
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
+                error = exc
+            # Thrown outside the except block, so that inside the body a handled
+            # exception does not look still active (sys.exc_info, implicit __context__).
+            try:
+                if error is None:
                     value = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
+                else:
+                    value = coro.throw(error)
+                    error = None
+            except StopIteration as done:
+                return done.value
 
 
 async def _in_thread(call: Callable[[], Any]) -> Any:
@@ -1364,6 +1398,17 @@ async def _in_thread(call: Callable[[], Any]) -> Any:
                 except asyncio.CancelledError:
                     continue  # yet another native cancel: the thread still runs
         raise
+
+
+def _cancel_requested() -> bool:
+    """Is the current task being cancelled (not just seeing a stray CancelledError)?"""
+    if anyio.current_effective_deadline() == -math.inf:  # an anyio/trio scope
+        return True
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # trio: cancellation only comes from scopes
+        return False
+    return task is not None and task.cancelling() > 0  # a native task.cancel()
 
 
 def _uncached(cache: Mapping[Any, Any], task: Any) -> bool:

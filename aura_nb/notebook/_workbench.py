@@ -430,14 +430,21 @@ class Workbench:
         batch; to cancel it, interrupt the cell (every running tasklet reports and
         releases as usual, the rest never start).
         """
+        if isinstance(tasklets, (Tasklet, str, bytes)) or not isinstance(tasklets, Iterable):
+            raise TypeError(
+                f"run_many() takes an iterable of Tasklets, e.g. [an.Tasklet(f) for _ in range(10)], "
+                f"not {type(tasklets).__name__} {tasklets!r:.80}"
+            )
         tasklets = list(tasklets)
-        ids = {t.id for t in tasklets if isinstance(t, Tasklet)}
+        ids = {t.id for t in tasklets if isinstance(t, Tasklet)} - self._batch_ids  # this batch's own
         self._batch_ids |= ids
         self._ensure_pump()
         try:
             return await self.manager.run_many(tasklets, return_exceptions=return_exceptions)
         finally:
             self._batch_ids -= ids
+            self._tick()  # the dashboard shows the batch's end at once (never raises)
+            self._ensure_pump()
 
     def run_sync(self, tasklet: Tasklet) -> Any:
         """Block until *tasklet* ends; for plain (non-``await``) cells and scripts.
@@ -585,7 +592,8 @@ class Workbench:
             self._apply(stats, list_live=stats.idle or time.monotonic() >= self._live_due)
         except Exception as exc:
             self._internal_error("updating the dashboard", exc)
-        return stats.idle
+        # A batch may look idle between two of its tasklets: keep pumping until it ends.
+        return stats.idle and not self._batch_ids
 
     def refresh(self) -> None:
         """Update every widget now (also draws a pending path update, synchronously)."""
