@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import itertools
 import datetime as _dt
+import itertools
 import os
 import sqlite3
 import threading
@@ -237,9 +237,11 @@ class EventLog:
 
     def add_submitted(self, row: tuple[str, str, str, str | None, str], code: int, t: float) -> tuple[int, int]:
         """:meth:`add_tasklet` and the tasklet's first event in one call: (tix, seq)."""
-        tix = self.add_tasklet(*row) if self._keep is not None else self._tk_base + len(self._tk)
-        if self._keep is None:
+        if self._keep is None:  # add_tasklet, inline (it only adds trimming for keep=N)
+            tix = self._tk_base + len(self._tk)
             self._tk.append(row)
+        else:
+            tix = self.add_tasklet(*row)
         self._t.append(t)
         self._code.append(code)
         self._tix.append(tix)

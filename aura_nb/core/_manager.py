@@ -398,27 +398,13 @@ class ExecutionManager:
         known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
         return ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
 
-    def _checked(
-        self, tasklet: Tasklet, pending: Mapping[str, int] | None = None
-    ) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
-        """:meth:`_validate`, answered from the caches when the task and tags are known."""
-        if type(tasklet) is Tasklet and tasklet.required_initial_state is None:
-            try:
-                resolved = self._resolved.get(tasklet.task)
-            except TypeError:
-                resolved = None
-            keys = self._keys.get(tasklet.resource_tags)
-            if resolved is not None and keys is not None:
-                return resolved, keys, []
-        return self._validate(tasklet, pending)
-
     def _admit(self, tasklet: Tasklet) -> _Run:
         """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
         if self._closed:
             raise ManagerClosedError(
                 f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
             )
-        # The fast path of _checked(), inline: a known task and tag set, no state to reach.
+        # Fast path: a known task and tag set, no state to reach (both cached).
         keys: tuple[str, ...] | None = self._keys.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
         resolved = None
         if keys is not None and tasklet.required_initial_state is None:
@@ -588,13 +574,7 @@ class ExecutionManager:
             self._end(run)
             seq = log.record_x(_AFTER, tix, _now(), x)
         else:
-            # self._end(run), inline
-            self._n_running -= 1
-            self._counts["succeeded"] += 1
-            del self._live[tasklet.id]
-            if not self._live and self._idle is not None:
-                self._idle.set()
-                self._idle = None
+            self._end(run)
             seq = log.record_pair(_RELEASED, _AFTER, tix, _now(), x)
         if hooks[_AFTER]:
             if sync_only[_AFTER]:
@@ -817,7 +797,7 @@ class ExecutionManager:
                     new = _NO_NEW
                 else:
                     try:
-                        _, _, new = self._checked(tasklet, pending)
+                        _, _, new = self._validate(tasklet, pending)
                     except Exception as exc:
                         raise note(exc) from None
                     tag_sets.add(tasklet.resource_tags)
@@ -826,7 +806,7 @@ class ExecutionManager:
                 last_task, last_tags = tasklet.task, tasklet.resource_tags
             else:
                 try:
-                    _, _, new = self._checked(tasklet, pending)
+                    _, _, new = self._validate(tasklet, pending)
                 except Exception as exc:
                     raise note(exc) from None
                 one_group = False

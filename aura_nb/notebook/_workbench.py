@@ -430,13 +430,11 @@ class Workbench:
         batch; to cancel it, interrupt the cell (every running tasklet reports and
         releases as usual, the rest never start).
         """
-        if isinstance(tasklets, (Tasklet, str, bytes)) or not isinstance(tasklets, Iterable):
-            raise TypeError(
-                f"run_many() takes an iterable of Tasklets, e.g. [an.Tasklet(f) for _ in range(10)], "
-                f"not {type(tasklets).__name__} {tasklets!r:.80}"
-            )
-        tasklets = list(tasklets)
-        ids = {t.id for t in tasklets if isinstance(t, Tasklet)} - self._batch_ids  # this batch's own
+        if isinstance(tasklets, Iterable) and not isinstance(tasklets, (str, bytes)):
+            tasklets = list(tasklets)  # (anything else: the manager says what it takes)
+            ids = {t.id for t in tasklets if isinstance(t, Tasklet)} - self._batch_ids  # this batch's own
+        else:
+            ids = set()
         self._batch_ids |= ids
         self._ensure_pump()
         try:
