@@ -7,7 +7,9 @@ step by step on random operation sequences, without an event loop:
 * no limit is exceeded (capacities only grow here; shrinking is tested separately);
 * work-conserving: no waiter that fits is left waiting;
 * the documented fairness rule: while the oldest waiter waits, a younger tasklet
-  admitted in the same step never takes the last free token of something it needs;
+  admitted in the same step never takes the last free token of a resource it needs
+  (the global slot is never held back: no global slot idles while a tasklet waits
+  for a busy resource);
 * liveness: when holders keep finishing, every waiter is admitted, oldest first
   among those that compete for an exclusive resource.
 """
@@ -51,7 +53,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         for i in admitted:
             if i < oldest:
                 continue
-            for k in set(self.keys[i]) & set(need):
+            for k in (set(self.keys[i]) & set(need)) - {GLOBAL}:
                 assert self.pool.in_use[k] < self.pool.capacity[k], (
                     f"tasklet {i} took the last token of {k!r} that the oldest waiter {oldest} needs"
                 )
@@ -108,7 +110,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         order = list(self.waiters)
         oldest = order[0]
         assert any(used[k] >= cap[k] for k in self.keys[oldest]), "the oldest waiter fits but waits"
-        reserved = set(self.keys[oldest])
+        reserved = set(self.keys[oldest]) - {GLOBAL}  # the global slot is never held back
         for i in order[1:]:
             fits = all(used[k] + (1 if k in reserved else 0) < cap[k] for k in self.keys[i])
             assert not fits, f"waiter {i} fits but waits"

@@ -28,7 +28,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import AuraError
+from ._errors import AuraError, EventLogLockedError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -81,10 +81,6 @@ _SPARSE = ("status", "state_from", "state_to", "step", "duration_s", "error_type
 _EMPTY_X: tuple[Any, ...] = (None,) * len(_SPARSE)
 _FLUSH_INTERVAL = 0.2
 _AT_DTYPE = "datetime64[us, UTC]"
-
-
-class EventLogLockedError(AuraError, RuntimeError):
-    """Another manager (this process or another) is writing the same SQLite log."""
 
 
 class Event:
@@ -581,6 +577,19 @@ class EventLog:
             },
             columns=list(RUN_COLUMNS),
         )
+
+    def _status_of(self, tasklet_id: str) -> str | None:
+        """The terminal status of a tasklet of this log (None: not in it; "unfinished")."""
+        tk = self._tk
+        tix = next((self._tk_base + i for i in range(len(tk) - 1, -1, -1) if tk[i][0] == tasklet_id), None)
+        if tix is None:
+            return None
+        after = _CODE["after_task_run"]
+        codes, tixs = self._code, self._tix
+        for i in range(len(codes) - 1, -1, -1):
+            if tixs[i] == tix and codes[i] == after:
+                return self._sparse_of(self._base + i)[0] or "finished"
+        return "unfinished"
 
     # -- SQLite -------------------------------------------------------------------
     @classmethod
