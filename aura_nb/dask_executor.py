@@ -1,4 +1,4 @@
-"""Run task bodies on a Dask cluster while the manager keeps the limits (DESIGN §7).
+"""Run task bodies on a Dask cluster while the manager keeps the limits.
 
 Mental model: the :class:`~aura_nb.core.ExecutionManager` stays the single gatekeeper.
 It admits a tasklet (global and resource limits), plans its state and fires its hooks

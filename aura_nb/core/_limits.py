@@ -121,7 +121,7 @@ class ResourcePool:
     # -- declaring ---------------------------------------------------------------
     def declare(self, name: str, capacity: int) -> None:
         """Add a resource or change its capacity (waking waiters when it grows)."""
-        grew = capacity > self.capacity.get(name, 0)
+        grew = name in self.capacity and capacity > self.capacity[name]  # a new name has no waiters
         self.capacity[name] = capacity
         self.in_use.setdefault(name, 0)
         self.waiting.setdefault(name, 0)

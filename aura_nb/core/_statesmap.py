@@ -3,7 +3,7 @@
 Mental model: a states map is untrusted input that is turned into plain records in
 two stages, and nothing reaches a :class:`~aura_nb.core.Plan` until both passed:
 
-1. **load** — a mapping is used as is; a file or YAML text is size-checked (16 MiB)
+1. **load** — a mapping is used as is; a file or YAML text is size-checked (512 KiB)
    and parsed with a hardened ``yaml.SafeLoader``: no Python tags (they are refused,
    never run), at most 100 aliases (a "billion laughs" bomb is refused), no duplicate
    keys (YAML would silently keep the last one);
