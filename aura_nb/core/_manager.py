@@ -587,14 +587,17 @@ class ExecutionManager:
         hooks = self.hooks.by_code[code]
         event = Event(self.events, seq, x, run.tasklet, error, path, result)
         for i, fn in enumerate(hooks):
-            try:
-                out = fn(event)
-            except Exception as exc:
-                out = self._hook_raised(fn, event, run, exc, code)
-                fn = None
+            out, fn = self._call_hook(fn, event, run, code)
             if out is not None and is_awaitable(out):
                 return self._fire_rest(out, fn, hooks, i + 1, event, run, code)
         return None
+
+    def _call_hook(self, fn: Any, event: Event, run: _Run, code: int) -> tuple[Any, Any]:
+        """(what the hook returned, fn), or (the hook_error hooks' awaitable or None, None) if it raised."""
+        try:
+            return fn(event), fn
+        except Exception as exc:
+            return self._hook_raised(fn, event, run, exc, code), None
 
     async def _fire_rest(
         self, out: Any, fn: Any, hooks: tuple[Any, ...], start: int, event: Event, run: _Run, code: int
@@ -603,11 +606,7 @@ class ExecutionManager:
         try:
             await self._settle(out, fn, event, run, code)
             for fn in hooks[start:]:
-                try:
-                    out = fn(event)
-                except Exception as exc:
-                    out = self._hook_raised(fn, event, run, exc, code)
-                    fn = None
+                out, fn = self._call_hook(fn, event, run, code)
                 if out is not None and is_awaitable(out):
                     await self._settle(out, fn, event, run, code)
         finally:

@@ -7,7 +7,7 @@ import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import Any
 
 import anyio
@@ -122,7 +122,7 @@ class Tasklet:
             if type(task) is str:
                 name = task.rpartition("/")[2]
             else:
-                name = callable_name(task).rpartition(".")[2]
+                name = task.__name__ if type(task) is FunctionType else callable_name(task).rpartition(".")[2]
         elif not isinstance(name, str):
             raise TaskletError(f"Tasklet({task!r}): name {name!r} must be a string")
         if id is None:
