@@ -174,7 +174,9 @@ def _yaml_number(value: object) -> object:
     scientific form is converted, anything else stays as it is for ``check_cost``.
     """
     if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
-        return float(value)
+        number = float(value)
+        if math.isfinite(number):  # "1e309" stays text: refused with what was written
+            return number
     return value
 
 
