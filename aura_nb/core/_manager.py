@@ -39,7 +39,7 @@ from ._errors import (
     TaskletTimeoutError,
     TaskNotFoundError,
 )
-from ._events import _CODE, _EMPTY_X, STATUSES, Event, EventLog
+from ._events import _CODE, _EMPTY_X, STATUSES, Event, _EventWriter
 from ._hooks import HookBus, _is_async
 from ._limits import GLOBAL, ResourcePool
 from ._stats import LimitStatistics, ManagerStatistics, ResourceWait, WaitReport
@@ -198,11 +198,12 @@ class ExecutionManager:
         if isinstance(plans, (str, bytes)) or not isinstance(plans, Iterable):
             raise TypeError(f"plans={plans!r}: expected a list of Plan objects, e.g. plans=[plan]")
         if event_log is not None:
-            self.events = EventLog(event_log, flush_interval=flush_interval, keep=keep_events)
+            self._writer = _EventWriter(event_log, flush_interval=flush_interval, keep=keep_events)
         elif keep_events is not None:
             raise ValueError("keep_events= needs event_log=<path>: only events written to a file can leave memory")
         else:
-            self.events = EventLog()
+            self._writer = _EventWriter()
+        self.events = self._writer.log
         self._plans: dict[str, Plan] = {}
         for plan in plans:
             self.add_plan(plan)
@@ -425,7 +426,7 @@ class ExecutionManager:
                 self._pool.declare(name, cap)
                 self._origin[name] = f"tag '{name}:{cap}' (tasklet {tasklet.id})"
             self._keys[tasklet.resource_tags] = keys  # type: ignore[assignment]  # set by _validate
-        tix, seq0 = self.events.add_submitted(
+        tix, seq0 = self._writer.add_submitted(
             (tasklet.id, tasklet.name, resolved[3], resolved[4], ",".join(tasklet.resource_tags)), _SUBMITTED, _now()
         )
         run = self._live[tasklet.id] = _Run(tasklet, keys, resolved, tix, seq0)  # type: ignore[arg-type]
@@ -452,7 +453,7 @@ class ExecutionManager:
                 self._native_asyncio = False
         hooks = self.hooks.by_code
         sync_only = self.hooks.sync_only
-        log = self.events
+        log = self._writer
         tix = run.tix
         waiter, run.waiter = run.waiter, None
         waiting = False
@@ -501,7 +502,7 @@ class ExecutionManager:
                 seq = log.record(_BEFORE, tix, t_run := _now())
             if hooks[_BEFORE]:
                 if sync_only[_BEFORE]:  # the three Aura hooks are called inline: no extra frame
-                    event = Event(log, seq, _EMPTY_X, tasklet)
+                    event = Event(self.events, seq, _EMPTY_X, tasklet)
                     for fn, _ in hooks[_BEFORE]:
                         try:
                             fn(event)
@@ -544,7 +545,7 @@ class ExecutionManager:
                 seq = log.record_x(_SUCCESS, tix, _now(), x)
             if hooks[_SUCCESS]:
                 if sync_only[_SUCCESS]:
-                    event = Event(log, seq, x, tasklet, None, None, result)
+                    event = Event(self.events, seq, x, tasklet, None, None, result)
                     for fn, _ in hooks[_SUCCESS]:
                         try:
                             fn(event)
@@ -578,7 +579,7 @@ class ExecutionManager:
             seq = log.record_pair(_RELEASED, _AFTER, tix, _now(), x)
         if hooks[_AFTER]:
             if sync_only[_AFTER]:
-                event = Event(log, seq, x, tasklet, None, None, result)
+                event = Event(self.events, seq, x, tasklet, None, None, result)
                 for fn, _ in hooks[_AFTER]:
                     try:
                         fn(event)
@@ -946,7 +947,7 @@ class ExecutionManager:
             self._n_planning -= 1
         run.status = status
         hooks = self.hooks.by_code
-        log = self.events
+        log = self._writer
         tix = run.tix
         # The shield holds off anyio/trio cancellation; a *native* asyncio cancel can
         # still interrupt a hook, so the bookkeeping sits in `finally` blocks: only
@@ -1016,7 +1017,7 @@ class ExecutionManager:
 
     def _hook_failed(self, fn: Any, event: Event, run: _Run, exc: Exception) -> int:
         hook = getattr(fn, "__qualname__", repr(fn))
-        return self.events.record_x(_HOOK_ERROR, run.tix, _now(), _x(error=exc, detail=f"{event.event} hook {hook}"))
+        return self._writer.record_x(_HOOK_ERROR, run.tix, _now(), _x(error=exc, detail=f"{event.event} hook {hook}"))
 
     # -- planning --------------------------------------------------------------------
     async def _bring_to_state(self, run: _Run) -> None:
@@ -1051,7 +1052,7 @@ class ExecutionManager:
             # A check only reads: when planning times out, a hung sync check is abandoned.
             value = await self._call_plan_task(plan, check, abandon=True)
         except Exception as exc:
-            self.events.record_x(_CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, error=exc))
+            self._writer.record_x(_CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, error=exc))
             raise StatePlanningError(
                 f"tasklet {run.tasklet.id}: the check {check!r} of state {state!r} raised {type(exc).__name__}: {exc}",
                 reason="check_failed",
@@ -1059,7 +1060,7 @@ class ExecutionManager:
                 target=run.tasklet.required_initial_state or state,
             ) from exc
         if not _is_bool(value):
-            self.events.record_x(_CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, detail="invalid"))
+            self._writer.record_x(_CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, detail="invalid"))
             raise StatePlanningError(
                 f"tasklet {run.tasklet.id}: the check {check!r} of state {state!r} returned {value!r} "
                 f"({type(value).__name__}); a check must return True or False",
@@ -1068,7 +1069,7 @@ class ExecutionManager:
                 target=run.tasklet.required_initial_state or state,
             )
         value = bool(value)
-        seq = self.events.record_x(
+        seq = self._writer.record_x(
             _CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, detail=str(value).lower())
         )
         if self.hooks.by_code[_CHECK]:
@@ -1079,7 +1080,7 @@ class ExecutionManager:
         plan = run.plan
         target = run.tasklet.required_initial_state
         assert plan is not None and target is not None
-        log = self.events
+        log = self._writer
         hooks = self.hooks.by_code
         tix = run.tix
         if await self._check(run, plan, target):
@@ -1278,7 +1279,7 @@ class ExecutionManager:
         self._pool.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        self.events.close()
+        await self._writer.aclose()
 
     async def __aenter__(self) -> ExecutionManager:
         if self._closed:
