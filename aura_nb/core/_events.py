@@ -686,8 +686,8 @@ class EventLog:
                     src.backup(con)
                 con.execute("PRAGMA journal_mode=DELETE")  # self-contained: no -wal
             else:
-                con.execute("BEGIN")
                 _sqlite.create_schema(con, None)
+                con.execute("BEGIN")
                 con.execute(
                     "INSERT INTO sessions (session, started_at, t0, seq0, tix0, pid) VALUES (1, ?, 0, 0, 0, ?)",
                     (self._wall_offset + self._origin, os.getpid()),
