@@ -758,7 +758,7 @@ class _EventWriter:
         wall0 = time.time()
         log._wall_offset = wall0 - mono0
         log._origin = mono0
-        self._base = 0
+        self._base = self._tk_base = 0  # kept equal to the log's, read on the hot path
         self._t, self._code, self._tix = log._t, log._code, log._tix
         self._xseq, self._xval, self._tk = log._xseq, log._xval, log._tk
         self._sink: _sqlite._Sink | None = None
@@ -784,7 +784,7 @@ class _EventWriter:
         """A new tasklet's row and its first event in one call: (tix, seq)."""
         if self._keep is not None and len(self._tix) >= 2 * self._keep:
             self._trim()
-        tix = self.log._tk_base + len(self._tk)
+        tix = self._tk_base + len(self._tk)
         self._tk.append(row)
         self._t.append(t)
         self._code.append(code)
@@ -846,12 +846,12 @@ class _EventWriter:
             del self._xseq[:i]
             del self._xval[:i]
             # Keep the tasklet rows the remaining events refer to (hooks read them).
-            tk_base = log._tk_base
+            tk_base = self._tk_base
             oldest = min((tix for tix in self._tix if tix >= 0), default=tk_base + len(self._tk))
             tk_cut = min(oldest, sink.done_tasklets) - tk_base
             if tk_cut > 0:
                 del self._tk[:tk_cut]
-                log._tk_base = tk_base + tk_cut
+                self._tk_base = log._tk_base = tk_base + tk_cut
         finally:
             log._lock.release()
 
