@@ -24,7 +24,10 @@ from ._errors import (
     TaskletTimeoutError,
     TaskNotFoundError,
 )
-from ._events import AURA_HOOKS, COLUMNS, EVENT_NAMES, RUN_COLUMNS, STATUSES, Event, EventLog, EventLogLockedError
+from ._events import (
+    AURA_HOOKS, COLUMNS, EVENT_NAMES, RUN_COLUMNS, STATUSES, Event, EventLog, EventLogError, EventLogLockedError,
+    LogHealth,
+)  # fmt: skip
 from ._hooks import HookBus
 from ._manager import ExecutionManager, Executor, TaskCall
 from ._plan import Plan, State, TaskSpec, Transition
@@ -41,12 +44,14 @@ __all__ = [
     "AuraError",
     "Event",
     "EventLog",
+    "EventLogError",
     "EventLogLockedError",
     "ExecutionManager",
     "Executor",
     "HookBus",
     "HookError",
     "LimitStatistics",
+    "LogHealth",
     "ManagerClosedError",
     "ManagerStatistics",
     "ManagerUsageError",
