@@ -79,7 +79,9 @@ LEFT JOIN events f ON f.tix = k.tix AND f.event = 'after_task_run';
 """
 _TABLES = {"sessions", "tasklets", "events", "runs"}
 _V0_TABLES = {"tasklets", "events"}
-_INSERT_TASKLETS = "INSERT INTO tasklets (tix, session, tasklet_id, name, task, plan, resource_tags) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_TASKLETS = (
+    "INSERT INTO tasklets (tix, session, tasklet_id, name, task, plan, resource_tags) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_EVENTS = (
     "INSERT INTO events (seq, session, t, at, code, event, tix, status, state_from, state_to, step, duration_s,"
     " error_type, error_message, detail, sparse) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -269,7 +271,8 @@ class _Sink:
                 with reading(self.real) as con:  # refuse a foreign file before touching it
                     version = inspect(con, path)
             self._lockfile = self._take_file_lock(path, self.real + ".lock", created)
-            created += [name for name in (self.real, self.real + "-wal", self.real + "-shm") if not os.path.exists(name)]
+            sides = (self.real, self.real + "-wal", self.real + "-shm")
+            created += [name for name in sides if not os.path.exists(name)]
             con = self._connect()
             create_schema(con, version)
             con.execute("BEGIN IMMEDIATE")
