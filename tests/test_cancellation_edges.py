@@ -134,7 +134,7 @@ async def test_a_trimmed_log_never_reads_a_later_sessions_rows(tmp_path: Path) -
     for _ in range(20):
         await first.submit(an.Tasklet(nothing, name="session1"))
     first.events.flush()
-    first.events.close()  # hand the file over (a later session appends to it)
+    await first.aclose()  # hand the file over (a later session appends to it)
     async with an.ExecutionManager(event_log=path) as second:
         for _ in range(7):
             await second.submit(an.Tasklet(nothing, name="session2"))

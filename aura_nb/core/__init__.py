@@ -21,6 +21,7 @@ from ._errors import (
     ArgumentError,
     ArgumentTypeError,
     AuraError,
+    EventLogError,
     EventLogLockedError,
     HookError,
     ManagerClosedError,
@@ -34,7 +35,7 @@ from ._errors import (
     TaskNotFoundError,
     WorkerLostError,
 )
-from ._events import AURA_HOOKS, COLUMNS, EVENT_NAMES, RUN_COLUMNS, STATUSES, Event, EventLog
+from ._events import AURA_HOOKS, COLUMNS, EVENT_NAMES, RUN_COLUMNS, STATUSES, Event, EventLog, LogHealth
 from ._hooks import HookBus
 from ._limits import ADMISSION_POLICIES
 from ._manager import HOOK_GRACE_S, ExecutionManager, Executor, TaskCall
@@ -56,12 +57,14 @@ __all__ = [
     "AuraError",
     "Event",
     "EventLog",
+    "EventLogError",
     "EventLogLockedError",
     "ExecutionManager",
     "Executor",
     "HookBus",
     "HookError",
     "LimitStatistics",
+    "LogHealth",
     "ManagerClosedError",
     "ManagerStatistics",
     "ManagerUsageError",

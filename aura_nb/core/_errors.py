@@ -11,7 +11,8 @@
     ├── TaskletTimeoutError     (also TimeoutError) a phase ran over its limit
     ├── TaskletCancelledError                       awaited a handle whose tasklet was cancelled
     ├── HookError               (also ValueError)   a hook registration is wrong
-    ├── EventLogLockedError     (also RuntimeError) another manager writes that SQLite log
+    ├── EventLogError                               the SQLite log file cannot be used
+    │   └── EventLogLockedError (also RuntimeError) another manager writes that SQLite log
     ├── WorkerLostError         (also RuntimeError) a Dask worker lost a tasklet's body
     └── ManagerUsageError       (also RuntimeError) the manager cannot do this now
         └── ManagerClosedError                      it no longer accepts work
@@ -28,6 +29,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "AuraError",
+    "EventLogError",
     "EventLogLockedError",
     "HookError",
     "ManagerClosedError",
@@ -75,7 +77,15 @@ class HookError(AuraError, ValueError):
     """A hook was registered for an unknown event or with an unusable callback."""
 
 
-class EventLogLockedError(AuraError, RuntimeError):
+class EventLogError(AuraError):
+    """The event log's file cannot be used: not an aura_nb log, unreadable, not writable."""
+
+
+class _EventLogValueError(EventLogError, ValueError):
+    """A bad value for an event log setting (``flush_interval``, ``keep``, the path)."""
+
+
+class EventLogLockedError(EventLogError, RuntimeError):
     """Another manager (this process or another) is writing the same SQLite log."""
 
 

@@ -48,7 +48,7 @@ from ._errors import (
     TaskletTimeoutError,
     TaskNotFoundError,
 )
-from ._events import _CODE, _EMPTY_X, STATUSES, Event, EventLog
+from ._events import _CODE, _EMPTY_X, STATUSES, Event, _EventWriter
 from ._hooks import HookBus
 from ._limits import ADMISSION_POLICIES, GLOBAL, ResourcePool
 from ._resolve import Resolver
@@ -245,12 +245,13 @@ class ExecutionManager:
         self._tg: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         self._native: bool | None = None  # on asyncio (not trio), known at the first submit
-        # Last: the only step that opens anything (a file, a lock, a thread).
+        # Last: the only step that opens anything (a file, a lock, a thread). The
+        # private writer records; the public log only reads the same rows.
         if event_log is not None:
-            self.events = EventLog(event_log, flush_interval=flush_interval, keep=keep_events)
+            self._writer = _EventWriter(event_log, flush_interval=flush_interval, keep=keep_events)
         else:
-            self.events = EventLog()
-        self._writer = self.events
+            self._writer = _EventWriter()
+        self.events = self._writer.log
 
     # -- configuration ---------------------------------------------------------------
     def add_plan(self, plan: Plan) -> None:
@@ -735,7 +736,6 @@ class ExecutionManager:
                 "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None
             )
 
-        health = getattr(self._writer, "health", None)
         return ManagerStatistics(
             t=_now(),
             global_limit=limit(GLOBAL),
@@ -744,7 +744,7 @@ class ExecutionManager:
             planning=self._n_planning,
             running=self._n_running,
             by_status=MappingProxyType(dict(self._counts)),
-            log=health() if health is not None else None,
+            log=self._writer.health(),
         )
 
     def live(self) -> list[tuple[Tasklet, str]]:
@@ -857,7 +857,7 @@ class ExecutionManager:
         self._pool.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        self.events.close()
+        await self._writer.aclose()  # off the loop; raises only if events were lost
 
     async def __aenter__(self) -> ExecutionManager:
         if self._closed:
