@@ -165,13 +165,22 @@ class Batch:
             n = len(self.tasklets)
             first = min(failed)
             exc = self.results[first]
-            exc.add_note(
+            add_note(
+                exc,
                 f"run_many: the tasklet at position {first} of the batch of {n} failed"
                 + (f", and {len(failed) - 1} more" if len(failed) > 1 else "")
-                + "; every tasklet ran to its end. run_many(..., return_exceptions=True) returns every outcome."
+                + "; every tasklet ran to its end. run_many(..., return_exceptions=True) returns every outcome.",
             )
             raise exc
         return self.results
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add a note if the exception takes one: a task's own exception reaches the caller unchanged."""
+    try:
+        exc.add_note(note)
+    except Exception:  # noqa: BLE001 - e.g. its __notes__ is not a list
+        pass
 
 
 def cancel_requested() -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -105,23 +106,17 @@ _HOOK_ERROR = _CODE["hook_error"]
 
 _now = time.monotonic
 _SUCCEEDED_X = ("succeeded", None, None, None, None, None, None, None)
+_CANCELLED_X = ("cancelled", None, None, None, None, "Cancelled", "the tasklet was cancelled", None)
 _TERMINAL = frozenset(STATUSES)
 #: Set while a hook of this manager is awaited in this task: aclose() refuses there.
-_IN_HOOK: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("aura_nb_in_hook", default=None)
+_IN_HOOK: contextvars.ContextVar[Any] = contextvars.ContextVar("aura_nb_in_hook", default=None)
 
 
 def _failure_x(status: str, exc: BaseException, detail: str | None = None) -> tuple[Any, ...]:
     """The sparse fields of a failure event; a cancellation reads the same on every backend."""
-    if isinstance(exc, anyio.get_cancelled_exc_class()):
+    if isinstance(exc, anyio.get_cancelled_exc_class()) or (status == "cancelled" and not isinstance(exc, Exception)):
         return (status, None, None, None, None, "Cancelled", "the tasklet was cancelled", detail)
     return (status, None, None, None, None, *describe_error(exc), detail)
-
-
-def _task_id() -> Any:
-    try:
-        return anyio.get_current_task().id
-    except RuntimeError:  # pragma: no cover - no async library running
-        return None
 
 
 class _Run:
@@ -355,11 +350,11 @@ class ExecutionManager:
         try:
             # 3. Plan the state, if it needs one; then before_task_run.
             if by_code[_ACQUIRED] or tasklet.required_initial_state is not None or run.cancel_requested:
-                t_run = await self._prepare(run)
+                await self._prepare(run)
             else:
                 run.status = "running"
                 self._n_running += 1
-                seq = rec.record_pair(_ACQUIRED, _BEFORE, tix, t_run := _now())
+                seq = rec.record_pair(_ACQUIRED, _BEFORE, tix, _now())
                 if by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, _EMPTY_X)) is not None:
                     await aw
             # 4. The body, under its timeout.
@@ -368,7 +363,7 @@ class ExecutionManager:
                 out = run.fn(**params) if params else run.fn()
                 result = await out if type(out) is CoroutineType else await _body.awaited(out)
             else:
-                result = await self._call_body(run, t_run)
+                result = await self._call_body(run)
             if run.worker is None:
                 x = _EMPTY_X
                 seq = rec.record(_SUCCESS, tix, _now())
@@ -383,13 +378,15 @@ class ExecutionManager:
             raise
         # 5. Success: release, then the terminal event and its hooks.
         self._pool.release(run.keys)
-        if by_code[_RELEASED]:
+        if by_code[_RELEASED] or run.cancel_requested:
             return await self._released_then_end(run, result)
         self._end(run, "succeeded")
         seq = rec.record_pair(_RELEASED, _AFTER, tix, _now(), _SUCCEEDED_X)
-        if by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, _SUCCEEDED_X, result=result)) is not None:
-            await self._after_hooks(run, aw, result)
-        self._forget(run)
+        try:
+            if by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, _SUCCEEDED_X, result=result)) is not None:
+                await self._after_hooks(run, aw, result)
+        finally:
+            self._forget(run)
         return result
 
     async def _wait_for_tokens(self, run: _Run) -> None:
@@ -413,7 +410,7 @@ class ExecutionManager:
             await self._conclude(run, exc, holding=waiter is None)
             raise
 
-    async def _prepare(self, run: _Run) -> float:
+    async def _prepare(self, run: _Run) -> None:
         """Between taking the tokens and the body: ``resources_acquired``, planning, ``before_task_run``."""
         if run.cancel_requested:
             await anyio.lowlevel.checkpoint()  # cancelled before its task ran: stop here
@@ -422,10 +419,9 @@ class ExecutionManager:
             await self._plan_state(run)
         run.status = "running"
         self._n_running += 1
-        seq = self._writer.record(_BEFORE, run.tix, t_run := _now())
+        seq = self._writer.record(_BEFORE, run.tix, _now())
         if self.hooks.by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, _EMPTY_X)) is not None:
             await aw
-        return t_run
 
     async def _plan_state(self, run: _Run) -> None:
         run.status = "planning"
@@ -443,8 +439,9 @@ class ExecutionManager:
         self._n_planning -= 1
         run.planning = False
 
-    async def _call_body(self, run: _Run, t_run: float) -> Any:
+    async def _call_body(self, run: _Run) -> Any:
         """Every body but the plainest (async, no timeout, here): see ``_body``."""
+        t_run = _now()  # the timeout counts from here: before_task_run hooks are not the body
         tasklet = run.tasklet
         if self.executor is not None:
 
@@ -460,22 +457,28 @@ class ExecutionManager:
         return await _body.call_async_timed(run, run.fn, tasklet.params, t_run, bool(self._native))
 
     async def _released_then_end(self, run: _Run, result: Any) -> Any:
-        """The success path when ``resources_released`` has hooks (tokens already back)."""
+        """The success path with ``resources_released`` hooks, or a cancel requested (tokens are back).
+
+        A cancellation that lands before the terminal event (a cut hook, or a handle's
+        ``cancel()`` that found no checkpoint) makes the tasklet ``cancelled``.
+        """
         seq = self._writer.record(_RELEASED, run.tix, _now())
         pending: BaseException | None = None
         try:
-            if (aw := self._fire(_RELEASED, seq, run)) is not None:
+            if self.hooks.by_code[_RELEASED] and (aw := self._fire(_RELEASED, seq, run)) is not None:
                 await aw
         except BaseException as exc:  # cut short: the tasklet still ends, then it goes on
             pending = exc
-        cancelled = pending is not None and isinstance(pending, anyio.get_cancelled_exc_class())
+        cancelled = run.cancel_requested or isinstance(pending, anyio.get_cancelled_exc_class())
         status = "cancelled" if cancelled else "succeeded"
-        x = _failure_x(status, pending) if cancelled else _SUCCEEDED_X  # type: ignore[arg-type]
+        x = _CANCELLED_X if cancelled else _SUCCEEDED_X
         self._end(run, status)
         seq = self._writer.record_x(_AFTER, run.tix, _now(), x)
-        if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, result=result)) is not None:
-            await self._after_hooks(run, aw, result)
-        self._forget(run)
+        try:
+            if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, result=result)) is not None:
+                await self._after_hooks(run, aw, result)
+        finally:
+            self._forget(run)
         if pending is not None:
             raise pending
         return result
@@ -512,8 +515,8 @@ class ExecutionManager:
                     await aw
             except BaseException as late:
                 pending = pending or late
-        if pending is not None and isinstance(pending, anyio.get_cancelled_exc_class()):
-            status = "cancelled"
+        if run.cancel_requested or isinstance(pending, anyio.get_cancelled_exc_class()):
+            status = "cancelled"  # a cancel that landed before the terminal event decides it
         self._end(run, status)
         x = _failure_x(status, exc)
         seq = rec.record_x(_AFTER, tix, _now(), x)
@@ -537,11 +540,20 @@ class ExecutionManager:
         return "failed"
 
     async def _after_hooks(self, run: _Run, aw: Any, result: Any) -> None:
-        """Await ``after_task_run`` hooks: shielded, with a grace once cancelled."""
+        """Await ``after_task_run`` hooks: shielded, with a grace once cancelled.
+
+        The grace counts from the cancellation: now for a cancelled tasklet, from the
+        caller's own deadline (``move_on_after`` around ``submit``), or from a handle's
+        ``cancel()`` that lands while they run.
+        """
         run.result = result
+        caller = anyio.current_effective_deadline()  # read before the shield hides it
         with anyio.CancelScope(shield=True) as scope:
+            now = anyio.current_time()
             if run.status == "cancelled" or run.cancel_requested:
-                scope.deadline = anyio.current_time() + HOOK_GRACE_S
+                scope.deadline = now + HOOK_GRACE_S
+            elif caller != math.inf:
+                scope.deadline = max(caller, now) + HOOK_GRACE_S
             run.after_scope = scope
             try:
                 await aw
@@ -603,7 +615,7 @@ class ExecutionManager:
     async def _fire_rest(
         self, out: Any, fn: Any, hooks: tuple[Any, ...], start: int, event: Event, run: _Run, code: int
     ) -> None:
-        token = _IN_HOOK.set((self, _task_id()))  # aclose() in here would wait for itself
+        token = _IN_HOOK.set(self)  # aclose() in here (or in a task started here) would wait for itself
         try:
             await self._settle(out, fn, event, run, code)
             for fn in hooks[start:]:
@@ -686,7 +698,10 @@ class ExecutionManager:
                 if isinstance(exc, Exception):
                     return  # kept in the handle: a failing tasklet must not tear down the task group
                 raise
-            handle._finish(result, None)
+            if run.status == "cancelled":  # cancel() landed where nothing could be interrupted
+                handle._finish(None, cancelled_error(run.tasklet))
+            else:
+                handle._finish(result, None)
 
     async def run_many(self, tasklets: Iterable[Tasklet], *, return_exceptions: bool = False) -> list[Any]:
         """Run a batch of tasklets, as many at once as the limits allow; their results in order.
@@ -832,15 +847,16 @@ class ExecutionManager:
         Leaving ``async with`` normally is ``aclose(drain=True)``; leaving it with an
         exception is ``aclose(cancel_running=True)``.
         """
-        inside = _IN_HOOK.get()
-        if inside is not None and inside[0] is self and inside[1] == _task_id():
+        if _IN_HOOK.get() is self:
             raise ManagerUsageError(
-                "aclose() was called from inside a hook of this manager: it would wait for the hook's own "
-                "tasklet to end. Close the manager from outside (e.g. after `await em.run_many(...)`), or leave "
-                "`async with`"
+                "aclose() was called from inside an async hook of this manager (or a task started there): it "
+                "would wait for the hook's own tasklet to end. Close the manager from outside (e.g. after "
+                "`await em.run_many(...)`), or leave `async with`"
             )
         if drain and not self._closed:
             self._draining = True
+        elif not drain:
+            self._draining = False  # a plain aclose() ends the queued tasklets, even during a drain
         self._closed = True
         if not self._draining:
             self._pool.close()

@@ -59,9 +59,13 @@ class Resolver:
         self.plans[plan.name] = plan
         self.tasks.clear()
 
-    def check_spelling(self, name: str, where: str) -> None:
-        """``"GPU"`` next to ``"gpu"`` would silently be a second GPU: refuse it."""
-        known = self._spelling.get(name.casefold())
+    def check_spelling(self, name: str, where: str, also: Iterable[str] = ()) -> None:
+        """``"GPU"`` next to ``"gpu"`` would silently be a second GPU: refuse it.
+
+        ``also``: names not declared yet but about to be (a batch's, a tasklet's own).
+        """
+        folded = name.casefold()
+        known = self._spelling.get(folded) or next((n for n in also if n.casefold() == folded), None)
         if known is not None and known != name:
             raise ResourceTagError(
                 f"{where}: resource {name!r} differs from the declared resource {known!r} only in case; "
@@ -122,7 +126,7 @@ class Resolver:
             where = f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r})"
             known = capacity.get(name)
             if known is None:
-                self.check_spelling(name, where)
+                self.check_spelling(name, where, [*(pending or ()), *(n for n, _ in new)])
             if known is None and pending and name in pending:
                 from_batch = True
                 if cap is not None and cap != pending[name]:
