@@ -89,14 +89,14 @@ CSS = """<style>
 .aura-snapshot { max-width: 64em; border: 1px solid var(--aura-line); padding: 6px 10px; }
 .aura-snapshot-note { color: var(--aura-fg2); font-style: italic; }
 .aura-gauge { display: flex; align-items: center; gap: 0.6em; height: 1.7em; white-space: nowrap; }
-.aura-gauge-name { flex: 0 0 10em; overflow: hidden; text-overflow: ellipsis; font-weight: 600; }
-.aura-gauge-bar { flex: 1 1 8em; min-width: 4em; height: 0.95em; display: flex; overflow: hidden;
+.aura-gauge-name { flex: 0 1 10em; min-width: 3em; overflow: hidden; text-overflow: ellipsis; font-weight: 600; }
+.aura-gauge-bar { flex: 1 1 8em; min-width: 3em; height: 0.95em; display: flex; overflow: hidden;
   background: var(--aura-track); border: 1px solid var(--aura-line); border-radius: 3px; }
 .aura-seg { display: block; height: 100%; }
 .aura-seg-used { background: var(--aura-used); }
 .aura-seg-held { background: repeating-linear-gradient(135deg, var(--aura-held) 0 4px, transparent 4px 7px);
   box-shadow: inset 0 0 0 1px var(--aura-held); }
-.aura-gauge-text { flex: 0 0 12.5em; font-variant-numeric: tabular-nums; }
+.aura-gauge-text { flex: 0 0 auto; min-width: 12.5em; font-variant-numeric: tabular-nums; }
 .aura-gauge-note { flex: 0 1 18em; min-width: 0; overflow: hidden; text-overflow: ellipsis; color: var(--aura-fg2); }
 .aura-load-full .aura-gauge-state { font-weight: 700; color: var(--aura-fg); }
 .aura-legend { color: var(--aura-fg2); font-size: 0.92em; display: flex; flex-wrap: wrap; gap: 0.2em 1.2em;
@@ -106,12 +106,13 @@ CSS = """<style>
   border: 1px solid var(--aura-line); }
 .aura-swatch.aura-seg-used { background: var(--aura-used); }
 .aura-swatch.aura-seg-free { background: var(--aura-track); }
-.aura-header { display: flex; flex-wrap: wrap; gap: 0.2em 0.8em; align-items: baseline; min-height: 1.6em; }
+.aura-header-row { display: flex; flex-wrap: wrap; gap: 0.2em 0.8em; align-items: baseline; min-height: 1.6em; }
 .aura-badge { border-radius: 0.8em; padding: 0 0.6em; font-weight: 600; }
 .aura-badge-errors, .aura-badge-log { background: var(--aura-alarm); color: #fff; }
 .aura-counters { font-variant-numeric: tabular-nums; }
-.aura-batch { height: 1.7em; display: flex; align-items: center; gap: 0.6em; white-space: nowrap; overflow: hidden; }
-.aura-batch .aura-gauge-bar { flex: 0 1 14em; }
+.aura-batch-row { height: 1.7em; display: flex; align-items: center; gap: 0.6em; white-space: nowrap;
+  overflow: hidden; }
+.aura-batch-row .aura-gauge-bar { flex: 0 1 14em; }
 .aura-batch-none { color: var(--aura-fg2); }
 .aura-running-box { height: 8.6em; overflow-y: auto; border: 1px solid var(--aura-line); }
 .aura-running-list { border-collapse: collapse; width: 100%; table-layout: fixed; }
@@ -121,17 +122,17 @@ CSS = """<style>
 .aura-running-none { color: var(--aura-fg2); padding: 0.3em 0.5em; }
 .aura-why-box { height: 7.2em; overflow-y: auto; }
 .aura-why-head { color: var(--aura-fg2); font-size: 0.92em; }
-.aura-why-text { white-space: pre-wrap; overflow-wrap: anywhere; word-break: normal; margin: 0;
+.aura-why-text { white-space: pre-wrap; overflow-wrap: break-word; word-break: normal; margin: 0;
   font-family: var(--jp-code-font-family, monospace); }
 .aura-errors-box { height: 6.4em; overflow-y: auto; border: 1px solid var(--aura-line); padding: 0 0.4em; }
 .aura-errors-box ul { margin: 0; padding-left: 0; list-style: none; }
-.aura-error { overflow-wrap: anywhere; }
+.aura-error { overflow-wrap: break-word; }
 .aura-error-mark { color: var(--aura-alarm); font-weight: 700; }
 .aura-errors-none { color: var(--aura-fg2); }
 .aura-errors-count { color: var(--aura-alarm); font-weight: 600; }
-.aura-path-box { height: 26em; overflow: auto; border: 1px solid var(--aura-line); padding: 2px 6px; }
+.aura-path-box { height: 34em; overflow: auto; border: 1px solid var(--aura-line); padding: 2px 6px; }
 .aura-path-empty { color: var(--aura-fg2); padding: 0.3em; }
-.aura-path-caption { overflow-wrap: anywhere; }
+.aura-path-caption { overflow-wrap: break-word; }
 .aura-zoom { display: block; cursor: zoom-in; overflow-x: auto; }
 .aura-zoom > input { display: none; }
 .aura-zoom svg { display: block; }
@@ -283,7 +284,7 @@ def header_html(state: str, submitted: int, stats: ManagerStatistics, n_errors: 
     warning = log_warning(stats)
     if warning:
         parts.append(f'<span class="aura-badge aura-badge-log" title="{esc(warning)}">⚠ {esc(warning)}</span>')
-    return "".join(parts)
+    return f'<div class="aura-header-row">{"".join(parts)}</div>'
 
 
 @dataclass(slots=True)
@@ -309,7 +310,7 @@ def _duration(seconds: float) -> str:
 def batch_html(batches: Sequence[BatchProgress], now: float | None = None) -> str:
     """A progress row for the running batches (done / total, rate, time left)."""
     if not batches:
-        return '<span class="aura-batch-none">No batch running.</span>'
+        return '<div class="aura-batch-row"><span class="aura-batch-none">No batch running.</span></div>'
     now = time.monotonic() if now is None else now
     total = sum(b.total for b in batches)
     done = min(total, sum(b.done for b in batches))
@@ -317,9 +318,9 @@ def batch_html(batches: Sequence[BatchProgress], now: float | None = None) -> st
     left = f"about {_duration((total - done) / rate)} left" if rate > 0 and done < total else "starting"
     noun = "batch" if len(batches) == 1 else f"{len(batches)} batches"
     return (
-        f'<span class="aura-batch-label"><b>{noun}</b></span>'
+        f'<div class="aura-batch-row"><span class="aura-batch-label"><b>{noun}</b></span>'
         f"{_bar(done, 0, total, title=f'{done:,} of {total:,} tasklets ended')}"
-        f'<span class="aura-batch-text">{done:,} / {total:,} done · {rate:,.0f} tasklets/s · {left}</span>'
+        f'<span class="aura-batch-text">{done:,} / {total:,} done · {rate:,.0f} tasklets/s · {left}</span></div>'
     )
 
 

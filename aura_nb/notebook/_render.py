@@ -427,6 +427,10 @@ def _draw(
     if hidden:
         title = title[:-1] + f"; {hidden} more state{'' if hidden == 1 else 's'} not shown>"
     g.attr(label=title)
+    if compact and "rankdir" not in (styles or {}).get("base", {}).get("graph", {}):
+        # A path is a sequence: top to bottom it grows in the direction a notebook
+        # scrolls, and stays narrow enough to be read at full size.
+        g.attr(rankdir="TB")
 
     for name, state in plan.states.items():
         if name not in shown:
@@ -545,7 +549,8 @@ def render_path(
     DOT text.
 
     With ``compact=True`` only the states on the path and their neighbours are drawn
-    (the title says how many others are left out): a large map's path stays legible.
+    (the title says how many others are left out), top to bottom unless *styles* set a
+    ``rankdir``: a large map's path stays narrow enough to read at full size.
 
     Raises:
         ValueError: a step of *path* is not a transition of the map, or *progress*

@@ -94,6 +94,8 @@ _LIVE_BUDGET = 100.0
 #: ... and at most once a second: a list that changes faster cannot be read.
 _LIVE_INTERVAL = 1.0
 _NOTHING_LIVE = "No tasklet is waiting, planning or running."
+#: The path chooser's first entry: show each new path as it is planned.
+_LATEST, _LATEST_PATH = 0, "the latest path (follows new ones)"
 _CHOOSE = "Choose a tasklet in the list first."
 _CANCEL_TIP = "Cancel the chosen tasklet, wherever it is: waiting, planning or running."
 _WHY_TIP = "Why does the chosen tasklet wait: its place in the queue, and who holds what it needs."
@@ -320,7 +322,8 @@ class Workbench:
             return w
 
         def html(css: str, value: str = "") -> widgets.HTML:
-            w = widgets.HTML(value, layout=widgets.Layout(width="100%"))
+            # No margin: with width 100% a margin would make the dashboard wider than its cell.
+            w = widgets.HTML(value, layout=widgets.Layout(width="100%", margin="0"))
             w.add_class(css)
             return w
 
@@ -333,7 +336,7 @@ class Workbench:
 
         self.running_table = html("aura-running-table")
         self.tasklet_select = widgets.Dropdown(
-            options=[], value=None, description="Tasklet", layout=widgets.Layout(width="30em")
+            options=[], value=None, description="Tasklet", layout=widgets.Layout(width="30em", max_width="100%")
         )
         self.tasklet_select.add_class("aura-tasklet-select")
         self.tasklet_select.observe(self._on_select, names="value")
@@ -344,7 +347,9 @@ class Workbench:
         self.why_button.add_class("aura-why-button")
         self.cancel_button.on_click(self._on_cancel_click)
         self.why_button.on_click(self._on_why_click)
-        controls = widgets.HBox([self.tasklet_select, self.why_button, self.cancel_button])
+        controls = widgets.HBox(
+            [self.tasklet_select, self.why_button, self.cancel_button], layout=widgets.Layout(flex_flow="row wrap")
+        )
         controls.add_class("aura-controls")
         self.why_area = html("aura-why", '<div class="aura-why-box"></div>')
         self.running = widgets.VBox([self.running_table, controls, self.why_area])
@@ -357,10 +362,10 @@ class Workbench:
         self._render_errors()
 
         self.path_select = widgets.Dropdown(
-            options=[("the latest path (follows new ones)", None)],
-            value=None,
+            options=[(_LATEST_PATH, _LATEST)],
+            value=_LATEST,
             description="Path",
-            layout=widgets.Layout(width="40em"),
+            layout=widgets.Layout(width="40em", max_width="100%"),
         )
         self.path_select.add_class("aura-path-select")
         self.path_select.observe(self._on_path_choice, names="value")
@@ -690,8 +695,10 @@ class Workbench:
         elif status != why.status:
             why.status, why.updated_at = status, time.time()
             ended = self._ended.get(why.tasklet_id)
-            now = ended or status
-            why.text = f"tasklet {why.tasklet_id} is not waiting any more: it is {now}."
+            now = f"it has ended ({ended})" if ended or status == "finished" else f"it is {status}"
+            if ended is None and status == "finished":
+                now = "it has ended"
+            why.text = f"tasklet {why.tasklet_id} is not waiting any more: {now}."
             self._show_why()
 
     def _show_why(self) -> None:
@@ -908,10 +915,10 @@ class Workbench:
     def _update_path_choices(self) -> None:
         chosen = self.path_select.value
         keys = {view.key for view in self._views}
-        options = [("the latest path (follows new ones)", None)]
+        options = [(_LATEST_PATH, _LATEST)]
         options += [(view.label(), view.key) for view in reversed(self._views)]
-        if chosen is not None and chosen not in keys:
-            chosen = None  # older than the paths kept: back to following the latest
+        if chosen != _LATEST and chosen not in keys:
+            chosen = _LATEST  # older than the paths kept: back to following the latest
         options_t = tuple(options)
         if options_t != self.path_select.options:
             with self.path_select.hold_sync():
@@ -921,7 +928,7 @@ class Workbench:
     def _on_path_choice(self, change: Any) -> None:
         try:
             key = change["new"]
-            if key is None:
+            if key in (None, _LATEST):
                 if self._path_body is not None:
                     _set(self.path_widget, value=self._path_box(self._path_body))
                 return
@@ -1043,7 +1050,7 @@ class Workbench:
         self._path_source = source
         self._path_body = body
         self._update_path_choices()
-        if self.path_select.value is None:  # following the latest path
+        if self.path_select.value in (None, _LATEST):  # following the latest path
             _set(self.path_widget, value=self._path_box(body))
 
     # -- closing -----------------------------------------------------------------------
