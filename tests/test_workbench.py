@@ -590,3 +590,139 @@ async def test_after_a_run_the_drawing_marks_the_target_as_current() -> None:
     hall = next(line for line in wb.path_source.splitlines() if line.startswith("\thall "))
     assert "<I>current</I>" in hall
     await wb.aclose()
+
+
+# -- v2: what a user sees changes only when it should ------------------------------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from aura_nb.notebook import _dashboard  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class _Limit:
+    """A limit snapshot with the held-back fields the manager reports."""
+
+    name: str
+    capacity: int
+    in_use: int
+    waiting: int
+    held_back: int = 0
+    held_for: str | None = None
+
+
+def test_a_held_back_token_is_its_own_segment_with_a_caption() -> None:
+    row = _dashboard.gauge_html(_Limit("global", 8, 7, 201, held_back=1, held_for="12 (render-1)"))
+    assert "7 / 8 in use · 201 waiting" in row
+    assert re.search(r'aura-seg-used" style="width: 87.5%', row)
+    assert re.search(r'aura-seg-held" style="width: 12.5%', row)
+    assert "1 held for" in row and "12 (render-1)" in row and "the oldest waiter" in row
+    # Not full: not a word of "full", nobody "blocked here" by this limit.
+    assert "aura-load-busy" in row and "0 blocked here" in row
+    # Without the fields (an older manager), no held segment and no caption.
+    plain = _dashboard.gauge_html(_Limit("gpu", 1, 1, 2))
+    assert "aura-seg-held" not in plain and "held for" not in plain and "2 blocked here" in plain
+    assert '<span class="aura-gauge-state">full</span>' in plain
+
+
+def test_the_event_log_falling_behind_is_a_visible_warning() -> None:
+    @_dataclass(frozen=True)
+    class Log:
+        pending_events: int
+        lag_s: float
+        last_error: str | None
+
+    stats = ExecutionManager(max_concurrency=2).statistics()
+
+    class Stats:
+        def __init__(self, log: Log | None) -> None:
+            self.log, self.global_limit = log, stats.global_limit
+
+    assert "aura-badge-log" not in _dashboard.header_html("busy", 3, Stats(None), 0)
+    assert "aura-badge-log" not in _dashboard.header_html("busy", 3, Stats(Log(10, 1.0, None)), 0)
+    late = _dashboard.header_html("busy", 3, Stats(Log(1234, 7.4, "disk I/O error\nforged")), 0)
+    assert "event log 7 s behind (1,234 events not written yet): disk I/O error\\nforged" in late
+
+
+async def test_the_strip_is_live_and_errors_have_a_time_and_a_badge() -> None:
+    wb = Workbench(max_concurrency=2, capacities={"gpu": 1})
+    strip = wb.gauge_strip()
+    assert wb.strip in strip.children and "0 / 1 in use · 0 waiting" in wb.strip.value
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+        raise RuntimeError("boom")
+
+    handles = wb.submit_many([Tasklet(work, resource_tags=["gpu"]) for _ in range(2)])
+    await _until(lambda: "1 / 1 in use · 1 waiting" in wb.strip.value)  # the pump updates the strip
+    assert "busy" in wb.strip.value
+    gate.set()
+    await asyncio.gather(*handles, return_exceptions=True)
+    await _until(lambda: not wb.pumping)
+    assert "⚠ 2 errors" in wb.header.value and "⚠ 2 errors" in wb.strip.value
+    assert re.search(r'<time class="aura-error-time">\d\d:\d\d:\d\d</time>', wb.errors_widget.value)
+    # The errors come before the paths on the page.
+    children = list(wb.widget.children)
+    assert children.index(wb.errors_widget) < children.index(wb.path_widget)
+    await wb.aclose()
+
+
+async def test_a_why_answer_says_when_and_follows_the_tasklet() -> None:
+    wb = Workbench(max_concurrency=4, capacities={"gpu": 1})
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+
+    holder = wb.submit(Tasklet(work, resource_tags=["gpu"], name="trainer"))
+    waiter = wb.submit(Tasklet(work, resource_tags=["gpu"], name="evaluator"))
+    await _settle()
+    wb.refresh()
+    wb.tasklet_select.value = waiter.id
+    wb.why_button.click()
+    assert re.search(r"asked at \d\d:\d\d:\d\d", wb.why_area.value) and "number 1 of 1" in wb.why_area.value
+    gate.set()
+    await asyncio.gather(holder, waiter)
+    await _until(lambda: not wb.pumping)
+    # The answer above was about a wait that is over: it says so, and when it changed.
+    assert "not waiting any more" in wb.why_area.value and "number 1 of 1" not in wb.why_area.value
+    assert "updated at" in wb.why_area.value
+    assert wb.tasklet_select.value == waiter.id  # still the user's choice
+    await wb.aclose()
+
+
+async def test_a_batch_shows_its_progress_and_counts_in_the_header() -> None:
+    wb = Workbench(max_concurrency=2)
+    gate = asyncio.Event()
+
+    async def job() -> None:
+        await gate.wait()
+
+    assert "No batch running" in wb.batch_widget.value
+    batch = asyncio.ensure_future(wb.run_many([Tasklet(job) for _ in range(6)]))
+    await _until(lambda: "0 / 6 done" in wb.batch_widget.value)
+    assert "6 submitted here" in wb.header.value and "busy" in wb.header.value
+    gate.set()
+    await batch
+    assert "No batch running" in wb.batch_widget.value and "6 submitted here" in wb.header.value
+    await wb.aclose()
+
+
+async def test_the_last_paths_stay_selectable_and_the_snapshot_shows_the_last_state() -> None:
+    box: list[Workbench] = []
+    wb = Workbench(plans=[_door_plan([], box)], max_concurrency=2)
+    box.append(wb)
+    await wb.run(Tasklet("house/tidy", required_initial_state="hall"))
+    await wb.run(Tasklet("house/tidy", required_initial_state="room"))
+    keys = [value for _, value in wb.path_select.options]
+    assert len(keys) == 3 and wb.path_select.value == keys[0]  # "the latest", then both paths
+    assert "enter_room" in wb.path_widget.value  # the latest: hall -> room
+    wb.path_select.value = keys[2]  # the first path, planned and walked in milliseconds
+    assert "open_door" in wb.path_widget.value and "enter_room</span></code>" not in wb.path_widget.value
+    wb.path_select.value = keys[0]
+    assert "enter_room" in wb.path_widget.value
+    snapshot = wb.snapshot_html()
+    assert 'class="aura-snapshot"' in snapshot and "aura-gauge-global" in snapshot and "<svg" in snapshot
+    assert "succeeded <b>2</b>" in snapshot
+    await wb.aclose()

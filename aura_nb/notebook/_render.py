@@ -276,9 +276,9 @@ def _text(value: object) -> str:
     return "<BR/>".join(html.escape(display_text(line), quote=True) for line in lines)
 
 
-def _name(value: object) -> str:
+def _name(value: object, limit: int = _NAME_LIMIT) -> str:
     """A name in a label: one line, escaped, shortened in the middle when long."""
-    return html.escape(display_text(value, _NAME_LIMIT), quote=True)
+    return html.escape(display_text(value, limit), quote=True)
 
 
 def _tooltip(value: object) -> str | None:
@@ -491,7 +491,7 @@ def _title(plan: Plan, path: Path | None, status_of: Mapping[int, str]) -> str:
     # One font run on purpose: dot places each run of an HTML label by its own measure
     # of the text before it, and a browser whose font differs shows a gap between runs
     # ("plan game   : ..."). A single run is one <text> element that cannot split.
-    head = f"plan {_name(plan.name)}"
+    head = f"plan {_name(plan.name, 24)}"
     if path is None:
         n_states, n_transitions = len(plan.states), len(plan.transitions)
         return (
@@ -500,11 +500,11 @@ def _title(plan: Plan, path: Path | None, status_of: Mapping[int, str]) -> str:
         )
     n = len(path.steps)
     if n == 0:
-        return f"<{head}: already in {_name(path.target)}, nothing to do>"
+        return f"<{head}: already in {_name(path.target, 24)}, nothing to do>"
     counts = [status_of.get(i, "pending") for i in range(n)]
     summary = ", ".join(f"{counts.count(s)} {s}" for s in PROGRESS if counts.count(s))
     return (
-        f"<{head}: {_name(path.start)} to {_name(path.target)} in {n} step{'' if n == 1 else 's'}, "
+        f"<{head}: {_name(path.start, 24)} to {_name(path.target, 24)} in {n} step{'' if n == 1 else 's'}, "
         f"cost {_cost(path.total_cost)} ({summary})>"
     )
 
