@@ -52,7 +52,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections import deque
+from collections.abc import Callable
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +125,23 @@ def _inline_svg(svg: str) -> str:
         )
 
     return _SVG_SIZE.sub(size, svg, count=1)
+
+
+def _weak(method: Callable[..., Any]) -> Callable[..., None]:
+    """A widget callback that does not keep its Workbench alive.
+
+    ipywidgets keeps every widget until it is closed, and a widget keeps its callbacks:
+    a bound method there would keep a discarded Workbench, its manager and the whole
+    event log in memory for the rest of the kernel's life.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        fn = ref()
+        if fn is not None:
+            fn(*args)
+
+    return call
 
 
 def _set(widget: widgets.Widget, **values: Any) -> None:
@@ -300,6 +319,7 @@ class Workbench:
         self._live_due = 0.0  # time.monotonic() after which the pump lists live tasklets again
         self._why: _Why | None = None
         self._ended: dict[str, str] = {}  # the chosen tasklet, once it ended: id -> status
+        self._chosen: str | None = None  # tasklet_select.value, read per finished tasklet
         self._snapshots: list[Any] = []  # display handles of the static snapshots
         self._snapshot_html = ""
         self._strip_shown = False  # the compact strip is updated once someone asked for it
@@ -339,14 +359,14 @@ class Workbench:
             options=[], value=None, description="Tasklet", layout=widgets.Layout(width="30em", max_width="100%")
         )
         self.tasklet_select.add_class("aura-tasklet-select")
-        self.tasklet_select.observe(self._on_select, names="value")
+        self.tasklet_select.observe(_weak(self._on_select), names="value")
         # Disabled until a tasklet is chosen: there is nothing to cancel or ask about.
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True, tooltip=_CHOOSE)
         self.cancel_button.add_class("aura-cancel")
         self.why_button = widgets.Button(description="Why waiting?", icon="question", disabled=True, tooltip=_CHOOSE)
         self.why_button.add_class("aura-why-button")
-        self.cancel_button.on_click(self._on_cancel_click)
-        self.why_button.on_click(self._on_why_click)
+        self.cancel_button.on_click(_weak(self._on_cancel_click))
+        self.why_button.on_click(_weak(self._on_why_click))
         controls = widgets.HBox(
             [self.tasklet_select, self.why_button, self.cancel_button], layout=widgets.Layout(flex_flow="row wrap")
         )
@@ -358,7 +378,7 @@ class Workbench:
         self.errors_widget = html("aura-errors")
         self.clear_errors_button = widgets.Button(description="Clear errors", icon="trash")
         self.clear_errors_button.add_class("aura-errors-clear")
-        self.clear_errors_button.on_click(lambda _button: self.clear_errors())
+        self.clear_errors_button.on_click(_weak(self._on_clear_click))
         self._render_errors()
 
         self.path_select = widgets.Dropdown(
@@ -368,7 +388,7 @@ class Workbench:
             layout=widgets.Layout(width="40em", max_width="100%"),
         )
         self.path_select.add_class("aura-path-select")
-        self.path_select.observe(self._on_path_choice, names="value")
+        self.path_select.observe(_weak(self._on_path_choice), names="value")
         self.path_widget = html("aura-path", self._path_box('<div class="aura-path-empty">No state path planned yet.</div>'))
 
         self.widget = widgets.VBox(
@@ -504,13 +524,18 @@ class Workbench:
             validate(tasklet)
             if key is not None:
                 checked.add(key)
-        start, track = self.manager.start, self._track
+        # The one loop that runs per tasklet: names bound once, nothing else done here.
+        start, mine, on_done = self.manager.start, self._handles, self._on_done
         handles = []
-        for tasklet in tasklets:
-            handle = start(tasklet)
-            track(handle)
-            handles.append(handle)
-        self._ensure_pump()
+        try:
+            for tasklet in tasklets:
+                handle = start(tasklet)
+                mine[handle.id] = handle
+                handle.add_done_callback(on_done)
+                handles.append(handle)
+        finally:
+            self._submitted += len(handles)
+            self._ensure_pump()
         return handles
 
     async def run(self, tasklet: Tasklet) -> Any:
@@ -589,7 +614,7 @@ class Workbench:
             self._handles.pop(handle.id, None)
             self._handles_done += 1
             status = handle.status
-            if handle.id == self.tasklet_select.value:
+            if handle.id == self._chosen:
                 self._ended[handle.id] = status
             if status in _ERROR_STATUSES:
                 exc = handle.exception()
@@ -623,6 +648,7 @@ class Workbench:
         return self.tasklet_select.value
 
     def _on_select(self, change: Any) -> None:
+        self._chosen = change["new"]
         try:
             self._update_buttons()
         except Exception as exc:  # pragma: no cover - defensive
@@ -744,6 +770,9 @@ class Workbench:
         """The DOT source of the latest path's drawing, or None before any path."""
         return self._path_source
 
+    def _on_clear_click(self, _button: Any) -> None:
+        self.clear_errors()
+
     def clear_errors(self) -> None:
         """Empty the error area."""
         self._errors.clear()
@@ -845,7 +874,8 @@ class Workbench:
         choices = live[:_MAX_CHOICES]
         options = [(display_text(f"{t.id} · {t.name} · {status}", 70), t.id) for t, status in choices]
         chosen = self.tasklet_select.value
-        statuses = {t.id: status for t, status in live}
+        # Every live tasklet's status, only when a choice or an answer needs it.
+        statuses = {t.id: status for t, status in live} if chosen is not None or self._why is not None else {}
         if chosen is not None and chosen not in statuses:
             # The chosen tasklet ended: it stays chosen (a choice never changes by itself).
             ended = self._ended.setdefault(chosen, "finished")
