@@ -1071,7 +1071,8 @@ class Workbench:
                 f'<div class="aura-path-hint">{_DOT_HINT}</div>'
                 f'<pre class="aura-path-dot">{esc(source)}</pre>'
             )
-        return source, f'{caption}{failure}{drawing}<ol class="aura-path-steps">{steps}</ol>'
+        # The words first (they fit any width), then the drawing, which may scroll.
+        return source, f'{caption}{failure}<ol class="aura-path-steps">{steps}</ol>{drawing}'
 
     def _show_path(self, version: int, source: str, body: str) -> None:
         if version <= self._shown_version:

@@ -196,6 +196,17 @@ class Server:
         except OSError:
             return "(no log)"
 
+    def shut_down_sessions(self, notebook: str) -> None:
+        """Shut down the kernel of every session of *notebook* (REST API, as the UI does)."""
+        with urllib.request.urlopen(f"{self.base}/api/sessions?token={self.token}", timeout=10) as response:
+            sessions = json.load(response)
+        for session in sessions:
+            if session.get("path", "").endswith(notebook):
+                request = urllib.request.Request(
+                    f"{self.base}/api/sessions/{session['id']}?token={self.token}", method="DELETE"
+                )
+                urllib.request.urlopen(request, timeout=30).close()
+
     def kernels(self) -> list[list[str]]:
         """The argv of every kernel this server runs now (they run in sessions of their own)."""
         if self.proc is None:
@@ -362,6 +373,10 @@ def run_all(page: Page, attempts: int = 6) -> None:
     """
     started = page.locator(PROMPTS).filter(has_text=re.compile(r"\[(\*|\d+)\]"))
     for attempt in range(attempts):
+        # Seen on a loaded machine: JupyterLab asks for the kernel the notebook names anyway.
+        ask = page.locator(".jp-Dialog", has_text="Select Kernel")
+        if ask.count():
+            ask.locator(".jp-mod-accept").click()
         page.locator("#jp-MainMenu .lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         try:

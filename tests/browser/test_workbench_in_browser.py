@@ -70,6 +70,16 @@ def test_choice_stays_strip_is_live_and_dark_theme_has_no_white_slab(lab: Server
     name = "dashboard_check.ipynb"
     write_notebook(lab.cwd / name, CELLS)
     open_notebook(page, lab, name)
+    try:
+        _use_the_dashboard(page, lab, name)
+    finally:
+        # The server is shared with the other tests: leave it as it was found.
+        if page.locator("body[data-jp-theme-light='false']").count():
+            switch_theme(page, "JupyterLab Light")
+        lab.shut_down_sessions(name)
+
+
+def _use_the_dashboard(page: Page, lab: Server, name: str) -> None:
     run_all(page)
 
     wb = page.locator(".aura-workbench").first
