@@ -1051,8 +1051,8 @@ class Workbench:
         )
         steps = "".join(
             f'<li class="aura-step aura-step-{view.progress.get(step.index, "pending")}">'
-            f"{name_html(step.from_state, 30)} → {name_html(step.to_state, 30)} via "
-            f"<code>{name_html(step.task, 30)}</code>: {view.progress.get(step.index, 'pending')}</li>"
+            f"{name_html(step.from_state)} → {name_html(step.to_state)} via "
+            f"<code>{name_html(step.task)}</code>: {view.progress.get(step.index, 'pending')}</li>"
             for step in path.steps
         )
         failure = (
