@@ -106,6 +106,8 @@ _DOT_HINT = (
     "Install it to see the drawing: <code>sudo apt-get install graphviz</code> (Debian/Ubuntu), "
     "<code>brew install graphviz</code> (macOS) or <code>conda install -c conda-forge graphviz</code>."
 )
+#: Inline, so no page style can make an answer break inside its words.
+_WRAP = "white-space: pre-wrap; word-break: normal; overflow-wrap: break-word"
 _SVG_PROLOG = re.compile(r"\A\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?", re.IGNORECASE)
 _SVG_SIZE = re.compile(r'<svg width="([0-9.]+)pt" height="([0-9.]+)pt"')
 #: The smallest scale a drawing is shown at (its 12 pt labels stay >= 9 pt); narrower
@@ -738,12 +740,13 @@ class Workbench:
             self.why_area,
             value=(
                 f'<div class="aura-why-box"><div class="aura-why-head">Why waiting? ({head})</div>'
-                f'<pre class="aura-why-text">{esc(why.text)}</pre></div>'
+                f'<pre class="aura-why-text" style="{_WRAP}">{esc(why.text)}</pre></div>'
             ),
         )
 
     def _set_why(self, text: str) -> None:
-        _set(self.why_area, value=f'<div class="aura-why-box"><pre class="aura-why-text">{esc(text)}</pre></div>')
+        text = f'<pre class="aura-why-text" style="{_WRAP}">{esc(text)}</pre>'
+        _set(self.why_area, value=f'<div class="aura-why-box">{text}</div>')
 
     # -- reading -----------------------------------------------------------------------
     def statistics(self) -> ManagerStatistics:
