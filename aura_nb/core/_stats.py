@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._text import display_text
+
 __all__ = ["LimitStatistics", "ManagerStatistics", "ResourceWait", "WaitReport"]
 
 
@@ -100,23 +102,32 @@ class WaitReport:
     reserved_by: str | None  # the older waiter whose reservation blocks this one, if any
 
     def __str__(self) -> str:
-        head = f"tasklet {self.tasklet_id} ({self.name!r})"
+        # Every user string is quoted the same way (one line, bidi and control characters
+        # escaped, long ones shortened): a name cannot forge a line of this report.
+        head = f"tasklet {_quoted(self.tasklet_id, 40)} ('{_quoted(self.name, 80)}')"
         if self.status == "batched":
             return (
                 f"{head} is not submitted yet: it waits in its run_many batch until the tasklets before it "
                 "with the same tags were admitted."
             )
         if self.position is None:
-            return f"{head} is not waiting: it is {self.status}."
+            return f"{head} is not waiting: it is {display_text(self.status)}."
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
         for need in self.needs:
+            name = _quoted(need.name, 60)
             if need.busy:
-                who = ", ".join(need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
-                lines.append(f"  {need.name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
+                who = ", ".join(_quoted(h, 80) for h in need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
+                lines.append(f"  {name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
             else:
-                lines.append(f"  {need.name}: free ({need.in_use}/{need.capacity})")
+                lines.append(f"  {name}: free ({need.in_use}/{need.capacity})")
         if self.reserved_by:
             lines.append(
-                f"  the oldest waiter, {self.reserved_by}, has first claim on the next free token of what it needs"
+                f"  the oldest waiter, {_quoted(self.reserved_by, 80)}, has first claim on the next free token of "
+                "what it needs"
             )
         return "\n".join(lines)
+
+
+def _quoted(value: object, limit: int | None = None) -> str:
+    """A user string in a report: one line, bidi and control characters escaped, shortened."""
+    return display_text(value, limit)
