@@ -39,6 +39,7 @@ from ._hooks import HookBus
 from ._limits import ADMISSION_POLICIES
 from ._manager import HOOK_GRACE_S, ExecutionManager, Executor, TaskCall
 from ._plan import Plan, State, TaskSpec, Transition
+from ._rates import Rate
 from ._planner import Path, StatePlanner, Step
 from ._stats import LimitStatistics, ManagerStatistics, ResourceWait, WaitReport
 from ._tasklet import Tasklet, TaskletHandle
@@ -67,6 +68,7 @@ __all__ = [
     "ManagerUsageError",
     "Path",
     "Plan",
+    "Rate",
     "ResourceTagError",
     "ResourceWait",
     "State",

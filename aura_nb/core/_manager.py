@@ -51,6 +51,7 @@ from ._errors import (
 from ._events import _CODE, _EMPTY_X, STATUSES, Event, EventLog
 from ._hooks import HookBus
 from ._limits import ADMISSION_POLICIES, GLOBAL, ResourcePool
+from ._rates import Rate
 from ._resolve import Resolver
 from ._stats import LimitStatistics, ManagerStatistics, ResourceWait, WaitReport
 from ._tags import check_resource_name
@@ -179,7 +180,8 @@ class ExecutionManager:
     seconds; ``keep_events=N`` then keeps only about the newest N events in memory (the
     frames read older ones from the file). ``planning_timeout``: default limit for the
     planning phase. ``executor``: where task bodies run (default: here; see
-    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``).
+    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``). ``rates``: rate quotas by
+    resource, e.g. ``{"api_key_A": "10/s"}`` (see :meth:`set_rate`).
 
     Use it as ``async with ExecutionManager(...) as em:``, or call ``await em.aclose()``
     when done. Every argument is checked before anything is opened: a failed
@@ -198,6 +200,7 @@ class ExecutionManager:
         keep_events: int | None = None,
         planning_timeout: float | None = None,
         executor: Executor | None = None,
+        rates: Mapping[str, Rate | str] | None = None,
     ) -> None:
         where = "ExecutionManager"
         max_concurrency = positive_int(max_concurrency, what="max_concurrency", where=f"{where}(max_concurrency=...)")
@@ -228,6 +231,12 @@ class ExecutionManager:
             check_resource_name(name, where=at)
             cap = positive_int(cap, what="capacity", where=at, error=ResourceTagError)
             self._resolver.declare(name, cap, f"capacities={{{name!r}: {cap}}}")
+        if rates is not None and not isinstance(rates, Mapping):
+            raise ArgumentTypeError(f"{where}(rates=...): rates {shown(rates)} must be a mapping like {{'api': '10/s'}}")
+        for name, rate in (rates or {}).items():
+            at = f"rates[{shown(name)}]"
+            check_resource_name(name, where=at)
+            self._resolver.declare_rate(name, Rate.parse(rate, where=at), f"rates={{{name!r}: {str(rate)!r}}}")
         for plan in list(plans):
             self._resolver.add_plan(plan)
         #: Where task bodies run: None runs them here (async on the loop, sync in threads).
@@ -273,6 +282,28 @@ class ExecutionManager:
         capacity = positive_int(capacity, what="capacity", where=where, error=ResourceTagError)
         self._resolver.declare(name, capacity, "set_capacity()")
         self._resolver.keys.clear()
+
+    def set_rate(self, name: str, rate: Rate | str | None) -> None:
+        """Give a resource a rate quota, change it, or remove it (``None``), live.
+
+        ``rate``: ``"10/s"``, ``"600/min"``, ``"5/2s"`` or ``an.Rate(10, per=1.0)``: at
+        most that many tasklets tagging ``name`` are admitted in any window of ``per``
+        seconds (a sliding window). The rate token is taken in the same all-or-nothing
+        step as every other limit and comes back ``per`` seconds after it was taken, not
+        at release. A resource named here for the first time has no capacity (any number
+        at once); a tag ``name:N`` or :meth:`set_capacity` can add one. Lowering a rate
+        preempts nothing: tokens taken in the current window still count.
+        """
+        where = f"set_rate({shown(name)}, {shown(rate)})"
+        check_resource_name(name, where=where)
+        parsed = None if rate is None else Rate.parse(rate, where=where)
+        self._resolver.declare_rate(name, parsed, "set_rate()")
+
+    @property
+    def rates(self) -> Mapping[str, Rate]:
+        """The rate quotas by resource name."""
+        pool = self._pool
+        return MappingProxyType({name: info[0] for name in pool.capacity if (info := pool.rate_of(name))})
 
     def set_max_concurrency(self, n: int) -> None:
         """Change the global limit, live (same rules as :meth:`set_capacity`)."""
@@ -731,6 +762,12 @@ class ExecutionManager:
 
         def limit(key: str) -> LimitStatistics:
             n = held.get(key, 0)
+            rate = pool.rate_of(key) if key != GLOBAL else None
+            if rate is not None:
+                return LimitStatistics(
+                    key, cap[key], used[key], waiting[key], n, held_for if n else None,
+                    rate[0].limit, rate[0].per, rate[1], rate[2],
+                )  # fmt: skip
             return LimitStatistics(
                 "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None
             )
@@ -779,6 +816,7 @@ class ExecutionManager:
         blocking = pool.blocking(run.waiter) if run.waiter is not None else {}
         oldest, _ = pool.held_back()
         reserved_by = _label(oldest.tasklet) if oldest is not None and oldest is not run and position else None
+        rates = {key: pool.rate_of(key) for key in run.keys[1:]}
         needs = tuple(
             ResourceWait(
                 name="global" if key == GLOBAL else key,
@@ -786,11 +824,14 @@ class ExecutionManager:
                 in_use=pool.in_use[key],
                 holders=tuple(holders.get(key, ())),
                 busy=key in blocking,
+                reason=blocking.get(key),
+                rate=str(rate[0]) if (rate := rates.get(key)) else None,
+                next_token_in=rate[2] if rate else None,
             )
             for key in run.keys
         )
         return WaitReport(tasklet_id, run.tasklet.name, run.status, position, len(order), needs,
-                          reserved_by if any(v == "held back" for v in blocking.values()) else None)  # fmt: skip
+                          reserved_by if any(v.endswith("held back") for v in blocking.values()) else None)  # fmt: skip
 
     def _why_not_live(self, item: Any, tasklet_id: str, name: str, run: _Run | None) -> WaitReport:
         for batch in self._batches:
