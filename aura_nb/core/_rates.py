@@ -37,7 +37,7 @@ UNLIMITED = sys.maxsize
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
-_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*", re.IGNORECASE)
+_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*", re.IGNORECASE)
 #: A rate's window may not be longer than this (a day): a token must come back some day.
 MAX_PER = 86400.0
 
@@ -72,7 +72,8 @@ class Rate:
         try:
             if isinstance(value, str):
                 m = _TEXT.fullmatch(value)
-                unit = _UNITS.get(m.group(3).lower()) if m else None
+                word = m.group(3).lower() if m else ""
+                unit = _UNITS.get(word, _UNITS.get(word[:-1]) if word.endswith("s") else None)
                 if m is None or unit is None:
                     raise ResourceTagError(
                         f"{where}: rate {value!r} is not understood; write e.g. '10/s', '600/min', '5/2s' or "
