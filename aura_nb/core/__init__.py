@@ -40,6 +40,7 @@ from ._limits import ADMISSION_POLICIES
 from ._manager import HOOK_GRACE_S, ExecutionManager, Executor, TaskCall
 from ._plan import Plan, State, TaskSpec, Transition
 from ._rates import Rate
+from ._retry import Retry
 from ._planner import Path, StatePlanner, Step
 from ._stats import LimitStatistics, ManagerStatistics, ResourceWait, WaitReport
 from ._tasklet import Tasklet, TaskletHandle
@@ -71,6 +72,7 @@ __all__ = [
     "Rate",
     "ResourceTagError",
     "ResourceWait",
+    "Retry",
     "State",
     "StatePlanner",
     "StatePlanningError",

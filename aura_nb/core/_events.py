@@ -66,19 +66,29 @@ AURA_HOOKS: tuple[str, ...] = ("before_task_run", "after_task_success", "after_t
 STATUSES: tuple[str, ...] = ("succeeded", "failed", "timeout", "cancelled", "planning_failed")
 #: Columns of :meth:`EventLog.to_frame`. ``detail`` extends DESIGN §5: the outcome of a
 #: state check, the hook that raised, the planned path as text, the worker that ran a task.
+#: ``attempt``: which attempt of a tasklet with a retry policy the event belongs to
+#: (1, 2, ...; null for events before its first retry decision and for other tasklets).
 COLUMNS: tuple[str, ...] = (
     "seq", "t", "at", "event", "tasklet_id", "task", "plan", "status", "resource_tags",
-    "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail",
+    "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail", "attempt",
 )  # fmt: skip
 #: Columns of :meth:`EventLog.runs`.
 RUN_COLUMNS: tuple[str, ...] = (
     "tasklet_id", "name", "task", "plan", "resource_tags", "status", "submitted_at",
-    "queue_s", "planning_s", "run_s", "total_s", "transitions", "error_type", "error_message",
+    "queue_s", "planning_s", "run_s", "total_s", "transitions", "error_type", "error_message", "attempts",
 )  # fmt: skip
 
 _CODE = {name: code for code, name in enumerate(EVENT_NAMES)}
-_SPARSE = ("status", "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail")
+_SPARSE = ("status", "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail",
+           "attempt")  # fmt: skip
 _EMPTY_X: tuple[Any, ...] = (None,) * len(_SPARSE)
+#: Sparse tuples written before ``attempt`` existed (and by callers that never set it)
+#: have 8 fields; readers pad them with this.
+_NO_ATTEMPT = (None,)
+
+
+def _full_x(x: tuple[Any, ...]) -> tuple[Any, ...]:
+    return x if len(x) == len(_SPARSE) else (*x, *_NO_ATTEMPT * (len(_SPARSE) - len(x)))
 _FLUSH_INTERVAL = 0.2
 _AT_DTYPE = "datetime64[us, UTC]"
 
@@ -145,6 +155,7 @@ class Event:
     error_type = property(lambda self: self._sparse()[5])
     error_message = property(lambda self: self._sparse()[6])
     detail = property(lambda self: self._sparse()[7])
+    attempt = property(lambda self: _full_x(self._sparse())[8])
     tasklet = property(lambda self: self._tasklet)
     error = property(lambda self: self._error)
     path = property(lambda self: self._path)
@@ -174,7 +185,7 @@ class Event:
         bits = [f"#{self.seq}", self.event]
         if self.tasklet_id is not None:
             bits.append(f"tasklet={self.tasklet_id}")
-        for name, value in zip(_SPARSE, self._sparse()):
+        for name, value in zip(_SPARSE, _full_x(self._sparse())):
             if value is not None:
                 bits.append(f"{name}={value!r}")
         return f"<Event {' '.join(bits)}>"
@@ -378,7 +389,7 @@ class EventLog:
         with contextlib.closing(sqlite3.connect(f"file:{self._sink.path}?mode=ro", uri=True)) as con:
             row = con.execute(
                 "SELECT t, code, tix, status, state_from, state_to, step, duration_s, error_type, error_message,"
-                " detail, sparse FROM events WHERE seq = ?",
+                f" detail, {_attempt_column(con)}, sparse FROM events WHERE seq = ?",
                 (self._sink._seq0 + seq,),
             ).fetchone()
         t, code, tix, *extra, sparse = row
@@ -451,6 +462,7 @@ class EventLog:
         idx = np.fromiter(self._xseq, dtype=np.int64, count=m)
         keep = idx < n
         rows = [row for row, k in zip(self._xval[:m], keep) if k] if not keep.all() else self._xval[:m]
+        rows = [row if len(row) == len(_SPARSE) else _full_x(row) for row in rows]
         idx = idx[keep]
         columns = dict(zip(_SPARSE, zip(*rows))) if len(idx) else {name: () for name in _SPARSE}
 
@@ -498,6 +510,7 @@ class EventLog:
                 "error_type": sparse_categorical("error_type"),
                 "error_message": pd.Series(messages, dtype=object),
                 "detail": sparse_categorical("detail"),
+                "attempt": sparse_int("attempt"),
             },
             columns=list(COLUMNS),
             copy=False,
@@ -548,6 +561,10 @@ class EventLog:
         status[idx] = done["status"].astype(object).to_numpy()
         etype[idx] = done["error_type"].to_numpy()
         emsg[idx] = done["error_message"].to_numpy()
+        attempts = np.ones(n_tk, dtype=np.int64)
+        attempt = frame["attempt"]
+        mask = attempt.notna().to_numpy() & (tix_all >= 0)
+        np.maximum.at(attempts, tix_all[mask], attempt[mask].to_numpy(dtype=np.int64))
         transitions = np.zeros(n_tk, dtype=np.int64)
         mask = (codes == _CODE["state_transition_finished"]) & (tix_all >= 0)
         np.add.at(transitions, tix_all[mask], 1)
@@ -574,6 +591,7 @@ class EventLog:
                 "transitions": transitions,
                 "error_type": pd.Series(etype, dtype=object),
                 "error_message": pd.Series(emsg, dtype=object),
+                "attempts": attempts,
             },
             columns=list(RUN_COLUMNS),
         )
@@ -625,8 +643,9 @@ class EventLog:
                 ):
                     log.add_tasklet(*row)
                 for row in con.execute(
-                    "SELECT seq, t, at, code, tix, status, state_from, state_to, step, duration_s,"
-                    " error_type, error_message, detail, sparse FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
+                    "SELECT seq, t, at, code, tix, status, state_from, state_to, step, duration_s, error_type,"
+                    f" error_message, detail, {_attempt_column(con)}, sparse FROM events WHERE seq >= ? AND seq < ?"
+                    " ORDER BY seq",
                     (seq0, seq1),
                 ):
                     seq, t, at, code, tix, *extra, sparse = row
@@ -641,13 +660,19 @@ class EventLog:
         return log
 
 
+def _attempt_column(con: sqlite3.Connection) -> str:
+    """``attempt``, or NULL for a file written before that column existed."""
+    has = "attempt" in {row[1] for row in con.execute("PRAGMA table_info(events)")}
+    return "attempt" if has else "NULL AS attempt"
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasklets (
     tix INTEGER PRIMARY KEY, tasklet_id TEXT, name TEXT, task TEXT, plan TEXT, resource_tags TEXT);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, t REAL, at REAL, code INTEGER, event TEXT, tix INTEGER,
     status TEXT, state_from TEXT, state_to TEXT, step INTEGER, duration_s REAL,
-    error_type TEXT, error_message TEXT, detail TEXT, sparse INTEGER);
+    error_type TEXT, error_message TEXT, detail TEXT, sparse INTEGER, attempt INTEGER);
 """
 
 # Writers of this process, by real path: fcntl locks are per process, so a second
@@ -680,6 +705,8 @@ class _SqliteSink:
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.executescript(_SCHEMA)
+            if "attempt" not in {row[1] for row in self._con.execute("PRAGMA table_info(events)")}:
+                self._con.execute("ALTER TABLE events ADD COLUMN attempt INTEGER")  # a file from before it
             (seq0,) = self._con.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM events").fetchone()
             (tix0,) = self._con.execute("SELECT COALESCE(MAX(tix) + 1, 0) FROM tasklets").fetchone()
         except BaseException:
@@ -754,7 +781,8 @@ class _SqliteSink:
                     x = sparse.get(seq)
                     ev_rows.append(
                         (self._seq0 + seq, t, wall + t, code, EVENT_NAMES[code],
-                         self._tix0 + tix if tix >= 0 else -1, *(x or empty), 1 if x else 0)  # fmt: skip
+                         self._tix0 + tix if tix >= 0 else -1, *_full_x(x or empty)[:-1], 1 if x else 0,
+                         _full_x(x)[-1] if x else None)  # fmt: skip
                     )
             else:
                 ev_rows = []
@@ -764,7 +792,7 @@ class _SqliteSink:
             con.execute("BEGIN")
             try:
                 con.executemany("INSERT INTO tasklets VALUES (?, ?, ?, ?, ?, ?)", rows)
-                con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ev_rows)
+                con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ev_rows)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

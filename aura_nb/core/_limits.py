@@ -196,6 +196,20 @@ class ResourcePool:
         self._dispatch()
         return waiter
 
+    def requeue(self, keys: tuple[str, ...], owner: Any, place: float | None) -> _Waiter | None:
+        """:meth:`try_acquire` for a tasklet that was in line before (a retry): it keeps its place.
+
+        ``place``: the seq it waited with, or None if it never waited (it was admitted
+        when nobody waited, so it goes before every first-time waiter now in line).
+        """
+        if not self._n_waiting:
+            return self.try_acquire(keys, owner)
+        if place is None:
+            place = min(w.seq for q in self._queues.values() for w in q.waiters) - 0.5
+        waiter = self._enqueue(keys, owner, place)
+        self._dispatch()
+        return waiter
+
     async def wait(self, waiter: _Waiter) -> None:
         """Wait until ``waiter`` is admitted; on cancellation leave nothing behind."""
         try:
@@ -244,13 +258,25 @@ class ResourcePool:
             self._dispatch()
 
     # -- the queues ----------------------------------------------------------------
-    def _enqueue(self, keys: tuple[str, ...], owner: Any) -> _Waiter:
+    def _enqueue(self, keys: tuple[str, ...], owner: Any, place: float | None = None) -> _Waiter:
         queue = self._queues.get(keys)
         if queue is None:
             queue = self._queues[keys] = _Queue(keys)
-        self._seq += 1
-        waiter = _Waiter(self._seq, queue, owner)
-        queue.waiters.append(waiter)
+        if place is None:
+            self._seq += 1
+            waiter = _Waiter(self._seq, queue, owner)
+            queue.waiters.append(waiter)
+        else:  # a retry: back to its old place (the queue stays in seq order)
+            waiter = _Waiter(place, queue, owner)  # type: ignore[arg-type]
+            i = sum(1 for w in queue.waiters if w.seq < place)
+            queue.waiters.insert(i, waiter)
+            oldest = self._oldest
+            if oldest is not None and place < oldest.seq:  # it is older than the oldest: that one holds nothing back now
+                self._oldest = None
+                for key in oldest.queue.keys[1:]:
+                    self._unpark(key)
+            if i == 0 and len(queue.waiters) > 1:
+                self._new_head(queue)
         if len(queue.waiters) == 1:
             self._new_head(queue)
         self._n_waiting += 1

@@ -111,11 +111,16 @@ _TERMINAL = frozenset(STATUSES)
 _IN_HOOK: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("aura_nb_in_hook", default=None)
 
 
-def _failure_x(status: str, exc: BaseException, detail: str | None = None) -> tuple[Any, ...]:
+def _failure_x(status: str, exc: BaseException, detail: str | None = None, attempt: int | None = None) -> tuple[Any, ...]:
     """The sparse fields of a failure event; a cancellation reads the same on every backend."""
     if isinstance(exc, anyio.get_cancelled_exc_class()):
-        return (status, None, None, None, None, "Cancelled", "the tasklet was cancelled", detail)
-    return (status, None, None, None, None, *describe_error(exc), detail)
+        return (status, None, None, None, None, "Cancelled", "the tasklet was cancelled", detail, attempt)
+    return (status, None, None, None, None, *describe_error(exc), detail, attempt)
+
+
+def _attempt_of(run: _Run) -> int | None:
+    """The attempt column of a tasklet's events: set once it has a retry policy."""
+    return run.attempt if run.tasklet.retry is not None else None
 
 
 def _task_id() -> Any:
@@ -131,7 +136,7 @@ class _Run:
     __slots__ = (
         "tasklet", "tix", "keys", "fn", "is_async", "plan", "task_label", "status",
         "handle", "timed_out", "planning", "seq0", "waiter", "worker", "on_admit",
-        "body_started", "cancel_requested", "scope", "after_scope", "result",
+        "body_started", "cancel_requested", "scope", "after_scope", "result", "attempt", "place",
     )  # fmt: skip
 
     def __init__(
@@ -155,6 +160,8 @@ class _Run:
         self.scope: anyio.CancelScope | None = None  # a started tasklet's own scope
         self.after_scope: anyio.CancelScope | None = None  # while after_task_run hooks run
         self.result: Any = None
+        self.attempt = 1  # with a retry policy: which attempt runs
+        self.place: float | None = None  # its seq in the pool's queue, if it waited (a retry keeps it)
 
     def request_cancel(self) -> bool:
         """A handle's cancel(): True if this changes the outcome (it ends ``cancelled``)."""
@@ -408,6 +415,8 @@ class ExecutionManager:
             if by_code[_SUCCESS] and (aw := self._fire(_SUCCESS, seq, run, x, result=result)) is not None:
                 await aw
         except BaseException as exc:
+            if tasklet.retry is not None:  # another attempt, maybe (see _retry)
+                return await self._retry(run, exc)
             # 5. Any failure: after_task_failure, release, after_task_run.
             await self._conclude(run, exc, holding=True)
             raise
@@ -431,6 +440,7 @@ class ExecutionManager:
                 await aw
             if waiter is not None:
                 waiting = True
+                run.place = waiter.seq
                 await self._pool.wait(waiter)  # leaves nothing behind when cancelled
                 if run.on_admit is not None:
                     run.on_admit()
@@ -442,6 +452,91 @@ class ExecutionManager:
                 self._pool.cancel_waiter(waiter)
             await self._conclude(run, exc, holding=waiter is None)
             raise
+
+    # -- retries -------------------------------------------------------------------------
+    async def _retry(self, run: _Run, exc: BaseException) -> Any:
+        """A tasklet with a retry policy failed: run it again while the policy allows.
+
+        Between attempts it records the failure (``after_task_failure``, status empty,
+        ``detail`` saying when it retries) and ``resources_released``, gives every
+        token back, sleeps the backoff holding nothing, and queues again at its old
+        place. Every event from then on carries its ``attempt``. When the policy says
+        no, the failure path is the usual one (``_conclude``). A cancellation during
+        the backoff or the wait ends the tasklet ``cancelled``.
+        """
+        rec, pool = self._writer, self._pool
+        while True:
+            delay = self._retry_delay(run, exc)
+            if delay is None:
+                await self._conclude(run, exc, holding=True)
+                raise exc
+            # This attempt is over: its failure, then every token back.
+            if run.status == "running":
+                self._n_running -= 1
+            elif run.status == "planning":
+                self._n_planning -= 1
+                run.planning = False
+            run.status = "waiting"
+            x = _failure_x(None, exc, f"attempt {run.attempt} failed; retrying in {delay:.3g} s", run.attempt)  # type: ignore[arg-type]
+            seq = rec.record_x(_FAILURE, run.tix, _now(), x)
+            pool.release(run.keys)
+            released = (*_EMPTY_X[:-1], run.attempt)
+            rec.record_x(_RELEASED, run.tix, _now(), released)
+            run.attempt += 1
+            run.timed_out = None
+            try:
+                if self.hooks.by_code[_FAILURE] and (aw := self._fire(_FAILURE, seq, run, x, error=exc)) is not None:
+                    await aw
+                await anyio.sleep(delay)
+                if self._closed and not self._draining:
+                    raise ManagerClosedError("the manager was closed while this tasklet waited to retry")
+                run.waiter = pool.requeue(run.keys, run, run.place)
+                if run.waiter is not None:
+                    await pool.wait(run.waiter)  # leaves nothing behind when cancelled
+                run.waiter = None
+            except BaseException as late:
+                run.waiter = None
+                await self._conclude(run, late, holding=False)
+                raise
+            try:
+                result = await self._attempt(run)
+            except BaseException as again:
+                exc = again
+                continue
+            self._pool.release(run.keys)
+            return await self._released_then_end(run, result)
+
+    def _retry_delay(self, run: _Run, exc: BaseException) -> float | None:
+        """Seconds before the next attempt, or None: this failure is final."""
+        policy = run.tasklet.retry
+        if policy is None or run.attempt > policy.times or run.cancel_requested or self._closed:
+            return None
+        status = self._status_of(run, exc, True)
+        if status == "cancelled" or (status == "timeout" and not policy.timeouts):
+            return None
+        if status == "planning_failed" and not policy.planning:
+            return None
+        if not isinstance(exc, policy.on) and status == "failed":
+            return None
+        return policy.delay(run.attempt, exc)
+
+    async def _attempt(self, run: _Run) -> Any:
+        """One more attempt, holding its tokens: the uncommon path of :meth:`submit`'s steps 3-4."""
+        x = (*_EMPTY_X[:-1], run.attempt)
+        await self._event(_ACQUIRED, run, x)
+        if run.tasklet.required_initial_state is not None:
+            await self._plan_state(run)
+        run.status = "running"
+        self._n_running += 1
+        seq = self._writer.record_x(_BEFORE, run.tix, t_run := _now(), x)
+        if self.hooks.by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, x)) is not None:
+            await aw
+        result = await self._call_body(run, t_run)
+        x = (*_EMPTY_X[:-2], run.worker, run.attempt)
+        seq = self._writer.record_x(_SUCCESS, run.tix, _now(), x)
+        if self.hooks.by_code[_SUCCESS] and (aw := self._fire(_SUCCESS, seq, run, x, result=result)) is not None:
+            await aw
+        return result
 
     async def _prepare(self, run: _Run) -> float:
         """Between taking the tokens and the body: ``resources_acquired``, planning, ``before_task_run``."""
@@ -501,6 +596,8 @@ class ExecutionManager:
         cancelled = pending is not None and isinstance(pending, anyio.get_cancelled_exc_class())
         status = "cancelled" if cancelled else "succeeded"
         x = _failure_x(status, pending) if cancelled else _SUCCEEDED_X  # type: ignore[arg-type]
+        if run.attempt > 1:
+            x = (*x[:8], run.attempt)
         self._end(run, status)
         seq = self._writer.record_x(_AFTER, run.tix, _now(), x)
         if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, result=result)) is not None:
@@ -527,7 +624,7 @@ class ExecutionManager:
         # Only hooks can be cut short, never the release or the terminal event: the
         # bookkeeping sits in `finally` blocks and is synchronous.
         try:
-            seq = rec.record_x(_FAILURE, tix, _now(), _failure_x(status, exc, run.worker))
+            seq = rec.record_x(_FAILURE, tix, _now(), _failure_x(status, exc, run.worker, _attempt_of(run)))
             if self.hooks.by_code[_FAILURE] and (aw := self._fire(_FAILURE, seq, run, error=exc)) is not None:
                 await aw  # still holding, as in Aura
         except BaseException as late:
@@ -545,7 +642,7 @@ class ExecutionManager:
         if pending is not None and isinstance(pending, anyio.get_cancelled_exc_class()):
             status = "cancelled"
         self._end(run, status)
-        x = _failure_x(status, exc)
+        x = _failure_x(status, exc, None, _attempt_of(run))
         seq = rec.record_x(_AFTER, tix, _now(), x)
         try:
             if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, error=exc)) is not None:
