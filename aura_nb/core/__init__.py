@@ -39,6 +39,7 @@ from ._hooks import HookBus
 from ._limits import ADMISSION_POLICIES
 from ._manager import HOOK_GRACE_S, ExecutionManager, Executor, TaskCall
 from ._plan import Plan, State, TaskSpec, Transition
+from ._batch import Completion, Outcome
 from ._rates import Rate
 from ._retry import Retry
 from ._planner import Path, StatePlanner, Step
@@ -55,6 +56,7 @@ __all__ = [
     "STATUSES",
     "ArgumentError",
     "ArgumentTypeError",
+    "Completion",
     "AuraError",
     "Event",
     "EventLog",
@@ -67,6 +69,7 @@ __all__ = [
     "ManagerClosedError",
     "ManagerStatistics",
     "ManagerUsageError",
+    "Outcome",
     "Path",
     "Plan",
     "Rate",

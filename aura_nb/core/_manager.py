@@ -35,7 +35,7 @@ import anyio
 import anyio.lowlevel
 
 from . import _body
-from ._batch import Batch
+from ._batch import Batch, Completion
 from ._checks import describe_error, is_awaitable, one_of, positive_int, seconds, shown
 from ._errors import (
     ArgumentError,
@@ -848,6 +848,25 @@ class ExecutionManager:
         finally:
             self._batches.remove(batch)
         return batch.outcome(return_exceptions)
+
+    def as_completed(self, tasklets: Iterable[Tasklet]) -> Completion:
+        """Run a batch like :meth:`run_many`, yielding each outcome as it finishes.
+
+        ``async for outcome in em.as_completed(tasklets):`` gives an
+        :class:`~aura_nb.core.Outcome` per tasklet (``index``, ``tasklet``, ``id``,
+        ``result`` or ``error``), in the order they end. The batch is checked first, as
+        in ``run_many``, and costs no task per tasklet. Leaving the loop early (``break``,
+        an exception) cancels the rest: running tasklets end ``cancelled`` with their
+        tokens back and their events recorded; tasklets not fed yet are never submitted.
+        ``async with em.as_completed(...) as outcomes:`` (or ``await outcomes.aclose()``)
+        also waits until that is done. On trio, use it inside ``async with
+        ExecutionManager(...)``.
+        """
+        if self._closed and not self._draining:
+            raise ManagerClosedError("as_completed: this ExecutionManager is closed; create a new one")
+        spawn = self._spawner()
+        batch = Batch(self, *self._resolver.check_batch(tasklets, self._live))
+        return Completion(self, batch, spawn)
 
     # -- looking inside ----------------------------------------------------------------
     def statistics(self) -> ManagerStatistics:
