@@ -61,7 +61,7 @@ from typing import Any
 import anyio
 
 from ._errors import ManagerClosedError
-from ._rates import UNLIMITED, Rate, Timer, Window
+from ._rates import GUARD, UNLIMITED, Rate, Timer, Window
 
 __all__ = ["ADMISSION_POLICIES", "GLOBAL", "ResourcePool"]
 
@@ -417,7 +417,7 @@ class ResourcePool:
         for key in keys:
             window = rates.get(key)
             if window is not None and window.used(now) + 1 >= window.limit and window.stamps:
-                timer.arm(window.stamps[0] + window.per)
+                timer.arm(window.stamps[0] + window.per + GUARD)
 
     def _tick(self) -> None:
         """The timer fired: rate tokens came back. Unpark what waits for them, admit, re-arm."""

@@ -135,3 +135,23 @@ class QuotaServer:
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{extra}\r\n"
         ).encode("latin-1") + body
+
+
+async def _serve_until_stdin_closes() -> None:
+    """``python -m aura_nb.examples.quota_server``: serve in a process of its own.
+
+    Prints the port, serves until its standard input closes, then prints the
+    arrivals, latencies and peaks as one JSON line. A benchmark uses it so that the
+    arrival times are taken by a loop that does nothing else.
+    """
+    import json
+    import sys
+
+    async with QuotaServer() as server:
+        print(server.port, flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+    print(json.dumps({"arrivals": server.arrivals, "latency": server.latency, "max_in_flight": server.max_in_flight}))
+
+
+if __name__ == "__main__":
+    anyio.run(_serve_until_stdin_closes)
