@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._checks import callable_name, calls_async, shown
 from ._errors import ArgumentTypeError, ResourceTagError, TaskletError, TaskNotFoundError
 from ._limits import GLOBAL, ResourcePool
+from ._rates import UNLIMITED, Rate
 from ._tags import parse_tags
 from ._tasklet import Tasklet
 
@@ -78,6 +79,13 @@ class Resolver:
         self._spelling[name.casefold()] = name
         self.origin[name] = origin
 
+    def declare_rate(self, name: str, rate: Rate | None, origin: str) -> None:
+        """Give a resource a rate quota (it may have a capacity too, or get one from a tag)."""
+        self.check_spelling(name, origin)
+        self.pool.set_rate(name, rate)
+        self._spelling[name.casefold()] = name
+        self.origin.setdefault(name, origin)
+
     # -- one tasklet -----------------------------------------------------------------
     def validate(
         self, tasklet: Tasklet, pending: Mapping[str, int] | None = None
@@ -125,6 +133,8 @@ class Resolver:
         for (name, cap), tag in zip(parse_tags(tags), tags):
             where = f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r})"
             known = capacity.get(name)
+            if known == UNLIMITED and cap is not None:
+                known = None  # a rate-only resource: the first 'name:N' tag gives it a capacity
             if known is None:
                 self.check_spelling(name, where, [*(pending or ()), *(n for n, _ in new)])
             if known is None and pending and name in pending:

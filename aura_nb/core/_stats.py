@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -10,6 +11,8 @@ from typing import Any
 from ._text import display_text
 
 __all__ = ["LimitStatistics", "ManagerStatistics", "ResourceWait", "WaitReport"]
+
+_UNLIMITED = sys.maxsize  # the capacity of a resource with only a rate (see _rates.UNLIMITED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,18 @@ class LimitStatistics:
     waiting: int
     held_back: int = 0
     held_for: str | None = None
+    #: A rate quota, if the resource has one: at most ``rate`` admissions in any ``per``
+    #: seconds; ``rate_used`` of them were taken in the last ``per`` seconds, and the
+    #: next comes back in ``next_token_in`` seconds (None: none is out).
+    rate: int | None = None
+    per: float | None = None
+    rate_used: int = 0
+    next_token_in: float | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        """No capacity (a resource with only a rate): ``capacity`` is ``sys.maxsize``."""
+        return self.capacity >= _UNLIMITED
 
     @property
     def free(self) -> int:
@@ -34,12 +49,18 @@ class LimitStatistics:
 
     @property
     def load(self) -> float:
-        """in_use / capacity (can exceed 1 right after a capacity was lowered)."""
-        return self.in_use / self.capacity
+        """in_use / capacity (can exceed 1 right after a capacity was lowered), or the
+        share of the rate used in the current window if that is higher."""
+        load = self.in_use / self.capacity
+        if self.rate is not None:
+            return max(load, self.rate_used / self.rate)
+        return load
 
     def __repr__(self) -> str:
         held = f", {self.held_back} held back for {self.held_for}" if self.held_back else ""
-        return f"<{self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting{held}>"
+        cap = "inf" if self.unlimited else self.capacity
+        rate = f", rate {self.rate_used}/{self.rate} per {self.per:g}s" if self.rate is not None else ""
+        return f"<{self.name}: {self.in_use}/{cap} in use{rate}, {self.waiting} waiting{held}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +108,10 @@ class ResourceWait:
     in_use: int
     holders: tuple[str, ...]  # "id (name)" of the tasklets holding a token
     busy: bool  # no token free for this tasklet (full, or reserved for an older waiter)
+    #: Why it is busy: "full", "held back", "quota used" or "quota held back" (None: free).
+    reason: str | None = None
+    rate: str | None = None  # the rate quota, e.g. "10/s", if the resource has one
+    next_token_in: float | None = None  # seconds until a rate token comes back
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +140,11 @@ class WaitReport:
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
         for need in self.needs:
             name = _quoted(need.name, 60)
-            if need.busy:
+            if need.reason in ("quota used", "quota held back"):
+                when = f"{need.next_token_in:.1f} s" if need.next_token_in is not None else "a moment"
+                what = "quota used" if need.reason == "quota used" else "last token of the quota held back"
+                lines.append(f"  {name}: {what} ({need.rate}), next token in {when}")
+            elif need.busy:
                 who = ", ".join(_quoted(h, 80) for h in need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
                 lines.append(f"  {name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
             else:
