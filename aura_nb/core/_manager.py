@@ -174,7 +174,8 @@ class ExecutionManager:
     seconds; ``keep_events=N`` then keeps only about the newest N events in memory (the
     frames read older ones from the file). ``planning_timeout``: default limit for the
     planning phase. ``executor``: where task bodies run (default: here; see
-    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``).
+    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``). ``limits``: keep the limits
+    elsewhere, shared with other managers (``aura_nb.DaskLimits(client)``; default: here).
 
     Use it as ``async with ExecutionManager(...) as em:``, or call ``await em.aclose()``
     when done. Every argument is checked before anything is opened: a failed
@@ -193,6 +194,7 @@ class ExecutionManager:
         keep_events: int | None = None,
         planning_timeout: float | None = None,
         executor: Executor | None = None,
+        limits: Any = None,
     ) -> None:
         where = "ExecutionManager"
         max_concurrency = positive_int(max_concurrency, what="max_concurrency", where=f"{where}(max_concurrency=...)")
@@ -216,7 +218,12 @@ class ExecutionManager:
                 f"{where}(keep_events={shown(keep_events)}) needs event_log=<path>: only events written to a file "
                 "can leave memory"
             )
-        self._pool = ResourcePool(max_concurrency, admission=admission)
+        if limits is None:
+            self._pool = ResourcePool(max_concurrency, admission=admission)
+        elif callable(getattr(limits, "bind", None)):  # limits kept elsewhere, e.g. aura_nb.DaskLimits
+            self._pool = limits.bind(max_concurrency, admission=admission)
+        else:
+            raise ArgumentTypeError(f"{where}(limits=...): {shown(limits)} is not shared limits, e.g. an.DaskLimits(client)")
         self._resolver = Resolver(self._pool)
         for name, cap in (capacities or {}).items():
             at = f"capacities[{shown(name)}]"
@@ -791,6 +798,9 @@ class ExecutionManager:
             if id(other) not in queued and other.status not in _TERMINAL:  # admitted: it holds its tokens
                 for key in other.keys:
                     holders.setdefault(key, []).append(_label(other.tasklet))
+        if hasattr(pool, "remote_holders"):  # shared limits: what other managers hold
+            for key, others in pool.remote_holders().items():
+                holders.setdefault(key, []).extend(others)
         blocking = pool.blocking(run.waiter) if run.waiter is not None else {}
         oldest, _ = pool.held_back()
         reserved_by = _label(oldest.tasklet) if oldest is not None and oldest is not run and position else None
