@@ -655,13 +655,14 @@ class DaskLimits:
         return dict(self.snapshot()["blocking"].get(str(waiter.rid), {}))
 
     def remote_holders(self) -> dict[str, list[str]]:
-        """Who else holds each shared resource: ``{"gpu": ["2 held by host:pid label"]}``."""
+        """Who else holds each shared resource: ``{"gpu": ["host:pid label (2 tasklets)"]}``."""
         snap = self.snapshot()
         out: dict[str, list[str]] = {}
         for key, by in snap["holders"].items():
             for mid, n in by.items():
                 if mid != self.manager_id:
-                    out.setdefault(key, []).append(f"{n} held by {snap['managers'].get(mid, mid)}")
+                    who = snap["managers"].get(mid, mid)
+                    out.setdefault(key, []).append(f"{who} ({n} tasklet{'s' if n > 1 else ''})")
         return out
 
     def statistics(self) -> dict[str, Any]:
