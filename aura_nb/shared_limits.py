@@ -115,6 +115,7 @@ class _Member:
         self.last_seen = _now()
         self.requests: dict[int, _Request] = {}
         self.grants: list[tuple[int, int]] = []  # (seq, rid) not seen by the manager yet
+        self.last_rid = 0  # request ids only grow: a take at or below it was seen already
         self.seq = 0
         self.event = asyncio.Event()
 
@@ -270,8 +271,9 @@ class SharedLimits(SchedulerPlugin):
         return GLOBAL if member is not None and key == member.key else key
 
     def _take(self, shared: _SharedPool, member: _Member, rid: int, names: list[str], tasklet: tuple[str, str]) -> None:
-        if rid in member.requests:
-            return  # a retried message
+        if rid <= member.last_rid:
+            return  # a retried message (even if the request was given back since)
+        member.last_rid = rid
         req = member.requests[rid] = _Request(rid, (GLOBAL, member.key, *names), tasklet)
         for name in names:
             if name not in shared.pool.capacity:  # declared before it was taken; never happens
@@ -472,6 +474,7 @@ class DaskLimits:
         self._rids = itertools.count(1)
         self._pending: dict[int, _RemoteWaiter] = {}
         self._granted: dict[tuple[str, ...], list[int]] = {}
+        self._held: set[int] = set()  # the rids in _granted
         self._n_granted = 0
         self._ops: list[Any] = []
         self._pumping = False
@@ -489,6 +492,7 @@ class DaskLimits:
         self._spoke = False  # the scheduler may know this manager
         self._snap: dict[str, Any] | None = None
         self._snap_t = -1.0
+        self._snap_failed = -1.0  # when the scheduler last did not answer a snapshot
         if register:
             client.register_plugin(SharedLimits(), name=PLUGIN_NAME)
         reply = self._call("aura_limits_snapshot", pool=self.name)
@@ -541,8 +545,8 @@ class DaskLimits:
         """Ask the scheduler for the tokens: always a waiter (admitted after the round trip)."""
         if self._new_caps is not None:
             self._apply_new_capacities()
-        waiter = _RemoteWaiter(next(self._rids), keys, owner)
         with self._lock:
+            waiter = _RemoteWaiter(next(self._rids), keys, owner)  # ids grow in the order sent
             self._spoke = True
             if self._lost is not None:
                 waiter.error = self._lost
@@ -692,11 +696,14 @@ class DaskLimits:
         now = _now()
         if self._new_caps is not None:
             self._apply_new_capacities()
-        if self._snap is not None and (now - self._snap_t <= max_age or self._lost is not None):
-            return self._snap
+        if self._snap is not None and (
+            now - self._snap_t <= max_age or self._lost is not None or now - self._snap_failed < 1.0
+        ):
+            return self._snap  # fresh enough, or the scheduler is out of reach: do not block again
         try:
-            snap = self._call("aura_limits_snapshot", pool=self.name, manager=self.manager_id, timeout=2.0)
+            snap = self._call("aura_limits_snapshot", pool=self.name, manager=self.manager_id, timeout=1.0)
         except Exception:  # noqa: BLE001 - out of reach: show what was last known
+            self._snap_failed = _now()
             if self._snap is not None:
                 return self._snap
             snap = {"version": -1, "capacity": {}, "in_use": {}, "waiting": {}, "mine": {}, "order": [],
@@ -733,6 +740,7 @@ class DaskLimits:
         if rid is None or rid not in rids:
             rid = rids[-1]
         rids.remove(rid)
+        self._held.discard(rid)
         self._n_granted -= 1
         self._send_locked(("give", rid))
         self._maybe_bye()
@@ -838,8 +846,11 @@ class DaskLimits:
                 self._seen = max(self._seen, seq)
                 waiter = self._pending.pop(rid, None)
                 if waiter is None:
-                    continue  # seen before, or given back meanwhile (the give is on its way)
+                    if rid not in self._held:  # not wanted (any more): make sure it goes back
+                        self._send_locked(("give", rid))
+                    continue
                 waiter.admitted = True
+                self._held.add(rid)
                 self._granted.setdefault(waiter.keys, []).append(rid)
                 self._n_granted += 1
                 if waiter.wake is not None:
@@ -859,6 +870,7 @@ class DaskLimits:
                     wakes.append(waiter.wake)
             self._pending.clear()
             self._granted.clear()
+            self._held.clear()
             self._n_granted = 0
             self._ops.clear()
         for wake in wakes:
