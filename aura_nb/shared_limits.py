@@ -181,7 +181,9 @@ class SharedLimits(SchedulerPlugin):
             shared.version += 1
         return {"ok": True, "version": shared.version, "capacity": shared.capacities()}
 
-    def send(self, pool: str, manager: str, ops: list[Any], seen: int, hello: dict[str, Any] | None = None) -> dict[str, Any]:
+    def send(
+        self, pool: str, manager: str, ops: list[Any], seen: int, hello: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Apply a manager's operations in order; reply with its unseen grants."""
         shared = self._pool(pool)
         member = shared.members.get(manager)
@@ -243,20 +245,19 @@ class SharedLimits(SchedulerPlugin):
         held_out = None
         if owner is not None:
             m, req = owner
-            held_out = [m.mid, req.rid, req.tasklet[0], req.tasklet[1], m.label, {self._key_for(member, k): 1 for k in held}]
+            held_keys = {self._key_for(member, k): 1 for k in held}
+            held_out = [m.mid, req.rid, req.tasklet[0], req.tasklet[1], m.label, held_keys]
         blocking = {}
-        mine: dict[str, int] = {}
         if member is not None:
             for req in member.requests.values():
                 if req.waiter is not None and not req.granted:
-                    blocking[str(req.rid)] = {self._key_for(member, k): v for k, v in p.blocking(req.waiter).items() if k != GLOBAL}
-            mine = {"capacity": p.capacity[member.key], "in_use": p.in_use[member.key], "waiting": p.waiting[member.key]}
+                    why = p.blocking(req.waiter).items()
+                    blocking[str(req.rid)] = {self._key_for(member, k): v for k, v in why if k != GLOBAL}
         return {
             "version": shared.version,
             "capacity": {k: p.capacity[k] for k in names},
             "in_use": {k: p.in_use[k] for k in names},
             "waiting": {k: p.waiting[k] for k in names},
-            "mine": mine,
             "order": order,
             "held": held_out,
             "blocking": blocking,
@@ -553,9 +554,8 @@ class DaskLimits:
                 return waiter
             self._pending[waiter.rid] = waiter
             tasklet = getattr(owner, "tasklet", None)
-            self._ops.append(
-                ("take", waiter.rid, list(keys[1:]), str(getattr(tasklet, "id", "?")), str(getattr(tasklet, "name", "?")))
-            )
+            shown_as = (str(getattr(tasklet, "id", "?")), str(getattr(tasklet, "name", "?")))
+            self._ops.append(("take", waiter.rid, list(keys[1:]), *shown_as))
             self._kick()
         return waiter
 
@@ -676,7 +676,8 @@ class DaskLimits:
         "in_use", "waiting"}`` (resources only; each manager's slots are its own).
         """
         snap = self.snapshot(max_age=0.0)
-        managers: dict[str, dict[str, Any]] = {label: {"holds": {}, "waiting": 0} for label in snap["managers"].values()}
+        labels = snap["managers"]
+        managers: dict[str, dict[str, Any]] = {label: {"holds": {}, "waiting": 0} for label in labels.values()}
         for key, by in snap["holders"].items():
             for mid, n in by.items():
                 managers.setdefault(snap["managers"].get(mid, mid), {"holds": {}, "waiting": 0})["holds"][key] = n
@@ -706,7 +707,7 @@ class DaskLimits:
             self._snap_failed = _now()
             if self._snap is not None:
                 return self._snap
-            snap = {"version": -1, "capacity": {}, "in_use": {}, "waiting": {}, "mine": {}, "order": [],
+            snap = {"version": -1, "capacity": {}, "in_use": {}, "waiting": {}, "order": [],
                     "held": None, "blocking": {}, "holders": {}, "managers": {}}  # fmt: skip
         for key in self.capacity:
             if key != GLOBAL:

@@ -226,7 +226,9 @@ def test_dask_scheduler_command_with_preload_and_its_loss(children: Children, tm
         # The running one finished normally; the two waiting ones failed, clearly.
         assert len(out["intervals"]) == 1
         assert len(out["errors"]) == 2
-        assert all(e.startswith("SharedLimitsLostError: the Dask scheduler") for e in out["errors"]), out["errors"]
+        lost = f"{SharedLimitsLostError.__name__}: the Dask scheduler"
+        assert all(e.startswith(lost) for e in out["errors"]), out["errors"]
+        assert an.SharedLimitsLostError is SharedLimitsLostError and issubclass(SharedLimitsLostError, an.AuraError)
     finally:
         if scheduler.poll() is None:
             scheduler.kill()

@@ -223,7 +223,9 @@ class ExecutionManager:
         elif callable(getattr(limits, "bind", None)):  # limits kept elsewhere, e.g. aura_nb.DaskLimits
             self._pool = limits.bind(max_concurrency, admission=admission)
         else:
-            raise ArgumentTypeError(f"{where}(limits=...): {shown(limits)} is not shared limits, e.g. an.DaskLimits(client)")
+            raise ArgumentTypeError(
+                f"{where}(limits=...): {shown(limits)} is not shared limits, e.g. an.DaskLimits(client)"
+            )
         self._resolver = Resolver(self._pool)
         for name, cap in (capacities or {}).items():
             at = f"capacities[{shown(name)}]"
