@@ -40,6 +40,10 @@ def __getattr__(name: str) -> Any:
         from . import dask_executor
 
         return getattr(dask_executor, name)
+    if name == "DaskLimits":  # the same: limits shared through Dask
+        from . import shared_limits
+
+        return getattr(shared_limits, name)
     if name in _NOTEBOOK_NAMES:
         from . import notebook
 

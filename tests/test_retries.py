@@ -72,6 +72,7 @@ async def test_retried_calls_to_a_real_server_succeed_and_honour_retry_after() -
     assert a[2] - a[1] >= 0.05 and b[1] - b[0] >= 0.05 and b[2] - b[1] >= 0.1  # backoff 0.05, then 0.1
     runs = em.events.runs()
     assert runs["attempts"].tolist() == [3, 3] and runs["status"].astype(str).tolist() == ["succeeded"] * 2
+    assert (runs["run_s"] >= 0).all() and (runs["run_s"] < runs["total_s"]).all()  # the last attempt's body
     frame = em.events.to_frame()
     failures = frame[frame["event"] == "after_task_failure"]
     assert len(failures) == 4 and failures["status"].isna().all()

@@ -14,6 +14,7 @@
     ├── EventLogError                               the SQLite log file cannot be used
     │   └── EventLogLockedError (also RuntimeError) another manager writes that SQLite log
     ├── WorkerLostError         (also RuntimeError) a Dask worker lost a tasklet's body
+    ├── SharedLimitsLostError   (also ConnectionError) a manager lost its shared limits
     └── ManagerUsageError       (also RuntimeError) the manager cannot do this now
         └── ManagerClosedError                      it no longer accepts work
 
@@ -41,6 +42,7 @@ __all__ = [
     "TaskletError",
     "TaskletCancelledError",
     "TaskletTimeoutError",
+    "SharedLimitsLostError",
     "WorkerLostError",
 ]
 
@@ -104,6 +106,14 @@ class WorkerLostError(AuraError, RuntimeError):
         self.worker = worker
         self.key = key
         self.tasklet_id = tasklet_id
+
+
+class SharedLimitsLostError(AuraError, ConnectionError):
+    """This manager lost its shared limits: the scheduler was unreachable for longer than
+    the lease timeout, or it no longer knows this manager (its lease expired, or the
+    scheduler restarted). Waiting tasklets fail with it; running ones keep their outcomes.
+    Create a new manager with a new ``DaskLimits`` to go on.
+    """
 
 
 class ManagerUsageError(AuraError, RuntimeError):

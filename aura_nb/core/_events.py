@@ -554,7 +554,8 @@ class EventLog:
         submitted = time_of("tasklet_submitted")
         acquired = time_of("resources_acquired")
         started = time_of("before_task_run")
-        body_end = np.fmin(time_of("after_task_success"), time_of("after_task_failure"))
+        # The end of the last attempt's body (a retried tasklet failed before it succeeded).
+        body_end = np.fmax(time_of("after_task_success"), time_of("after_task_failure"))
         finished = time_of("after_task_run")
         run_s = np.where(np.isnan(started), np.nan, body_end - started)
         planning_end = np.where(np.isnan(started), body_end, started)

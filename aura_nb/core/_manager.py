@@ -183,7 +183,9 @@ class ExecutionManager:
     frames read older ones from the file). ``planning_timeout``: default limit for the
     planning phase. ``executor``: where task bodies run (default: here; see
     :class:`Executor`, e.g. ``aura_nb.DaskExecutor``). ``rates``: rate quotas by
-    resource, e.g. ``{"api_key_A": "10/s"}`` (see :meth:`set_rate`).
+    resource, e.g. ``{"api_key_A": "10/s"}`` (see :meth:`set_rate`). ``limits``: keep the
+    limits elsewhere, shared with other managers (``aura_nb.DaskLimits(client)``;
+    default: here).
 
     Use it as ``async with ExecutionManager(...) as em:``, or call ``await em.aclose()``
     when done. Every argument is checked before anything is opened: a failed
@@ -203,6 +205,7 @@ class ExecutionManager:
         planning_timeout: float | None = None,
         executor: Executor | None = None,
         rates: Mapping[str, Rate | str] | None = None,
+        limits: Any = None,
     ) -> None:
         where = "ExecutionManager"
         max_concurrency = positive_int(max_concurrency, what="max_concurrency", where=f"{where}(max_concurrency=...)")
@@ -226,21 +229,45 @@ class ExecutionManager:
                 f"{where}(keep_events={shown(keep_events)}) needs event_log=<path>: only events written to a file "
                 "can leave memory"
             )
-        self._pool = ResourcePool(max_concurrency, admission=admission)
-        self._resolver = Resolver(self._pool)
+        if limits is not None and not callable(getattr(limits, "bind", None)):
+            raise ArgumentTypeError(
+                f"{where}(limits=...): {shown(limits)} is not shared limits, e.g. an.DaskLimits(client)"
+            )
+        if rates is not None and not isinstance(rates, Mapping):
+            raise ArgumentTypeError(f"{where}(rates=...): rates {shown(rates)} must be a mapping like {{'api': '10/s'}}")
+        # Every value checked before anything is declared, bound or opened.
+        declared = []
         for name, cap in (capacities or {}).items():
             at = f"capacities[{shown(name)}]"
             check_resource_name(name, where=at)
             cap = positive_int(cap, what="capacity", where=at, error=ResourceTagError)
-            self._resolver.declare(name, cap, f"capacities={{{name!r}: {cap}}}")
-        if rates is not None and not isinstance(rates, Mapping):
-            raise ArgumentTypeError(f"{where}(rates=...): rates {shown(rates)} must be a mapping like {{'api': '10/s'}}")
+            declared.append((name, cap, f"capacities={{{name!r}: {cap}}}"))
+        quotas = []
         for name, rate in (rates or {}).items():
             at = f"rates[{shown(name)}]"
             check_resource_name(name, where=at)
-            self._resolver.declare_rate(name, Rate.parse(rate, where=at), f"rates={{{name!r}: {str(rate)!r}}}")
-        for plan in list(plans):
-            self._resolver.add_plan(plan)
+            quotas.append((name, Rate.parse(rate, where=at), f"rates={{{name!r}: {str(rate)!r}}}"))
+        plans = list(plans)
+        from ._plan import Plan
+
+        for plan in plans:
+            if not isinstance(plan, Plan):
+                raise ArgumentTypeError(f"{where}(plans=...): {shown(plan)} is not a Plan")
+        if limits is None:
+            self._pool = ResourcePool(max_concurrency, admission=admission)
+        else:  # limits kept elsewhere, e.g. aura_nb.DaskLimits
+            self._pool = limits.bind(max_concurrency, admission=admission)
+        self._resolver = Resolver(self._pool)
+        try:
+            for name, cap, origin in declared:
+                self._resolver.declare(name, cap, origin)
+            for name, rate, origin in quotas:
+                self._resolver.declare_rate(name, rate, origin)
+            for plan in plans:
+                self._resolver.add_plan(plan)
+        except BaseException:
+            self._pool.close()  # shared limits: leave the shared pool again
+            raise
         #: Where task bodies run: None runs them here (async on the loop, sync in threads).
         self.executor = executor
         self.admission = admission
@@ -258,10 +285,11 @@ class ExecutionManager:
         self._native: bool | None = None  # on asyncio (not trio), known at the first submit
         # Last: the only step that opens anything (a file, a lock, a thread). The
         # private writer records; the public log only reads the same rows.
-        if event_log is not None:
+        try:
             self._writer = _EventWriter(event_log, flush_interval=flush_interval, keep=keep_events)
-        else:
-            self._writer = _EventWriter()
+        except BaseException:
+            self._pool.close()
+            raise
         self.events = self._writer.log
 
     # -- configuration ---------------------------------------------------------------
@@ -306,7 +334,7 @@ class ExecutionManager:
     def rates(self) -> Mapping[str, Rate]:
         """The rate quotas by resource name."""
         pool = self._pool
-        return MappingProxyType({name: info[0] for name in pool.capacity if (info := pool.rate_of(name))})
+        return MappingProxyType({name: info[0] for name in pool.capacity if (info := _rate_of(pool, name))})
 
     def set_max_concurrency(self, n: int) -> None:
         """Change the global limit, live (same rules as :meth:`set_capacity`)."""
@@ -438,7 +466,7 @@ class ExecutionManager:
                 await aw
             if waiter is not None:
                 waiting = True
-                run.place = waiter.seq
+                run.place = getattr(waiter, "seq", None)  # its place in line, kept by retries
                 await self._pool.wait(waiter)  # leaves nothing behind when cancelled
                 if run.on_admit is not None:
                     run.on_admit()
@@ -488,7 +516,8 @@ class ExecutionManager:
                 await anyio.sleep(delay)
                 if self._closed and not self._draining:
                     raise ManagerClosedError("the manager was closed while this tasklet waited to retry")
-                run.waiter = pool.requeue(run.keys, run, run.place)
+                requeue = getattr(pool, "requeue", None)  # shared limits have no places to keep
+                run.waiter = requeue(run.keys, run, run.place) if requeue else pool.try_acquire(run.keys, run)
                 if run.waiter is not None:
                     await pool.wait(run.waiter)  # leaves nothing behind when cancelled
                 run.waiter = None
@@ -894,7 +923,7 @@ class ExecutionManager:
 
         def limit(key: str) -> LimitStatistics:
             n = held.get(key, 0)
-            rate = pool.rate_of(key) if key != GLOBAL else None
+            rate = _rate_of(pool, key) if key != GLOBAL else None
             if rate is not None:
                 return LimitStatistics(
                     key, cap[key], used[key], waiting[key], n, held_for if n else None,
@@ -944,10 +973,13 @@ class ExecutionManager:
             if id(other) not in queued and other.status not in _TERMINAL:  # admitted: it holds its tokens
                 for key in other.keys:
                     holders.setdefault(key, []).append(_label(other.tasklet))
+        if hasattr(pool, "remote_holders"):  # shared limits: what other managers hold
+            for key, others in pool.remote_holders().items():
+                holders.setdefault(key, []).extend(others)
         blocking = pool.blocking(run.waiter) if run.waiter is not None else {}
         oldest, _ = pool.held_back()
         reserved_by = _label(oldest.tasklet) if oldest is not None and oldest is not run and position else None
-        rates = {key: pool.rate_of(key) for key in run.keys[1:]}
+        rates = {key: _rate_of(pool, key) for key in run.keys[1:]}
         needs = tuple(
             ResourceWait(
                 name="global" if key == GLOBAL else key,
@@ -1077,3 +1109,9 @@ def _on_asyncio() -> bool:
         return asyncio.current_task() is not None
     except RuntimeError:  # trio
         return False
+
+
+def _rate_of(pool: Any, key: str) -> Any:
+    """The pool's rate of ``key`` (None without one, or for limits that keep no rates)."""
+    rate_of = getattr(pool, "rate_of", None)
+    return rate_of(key) if rate_of is not None else None

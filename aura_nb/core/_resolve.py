@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._checks import callable_name, calls_async, shown
-from ._errors import ArgumentTypeError, ResourceTagError, TaskletError, TaskNotFoundError
+from ._errors import ArgumentError, ArgumentTypeError, ResourceTagError, TaskletError, TaskNotFoundError
 from ._limits import GLOBAL, ResourcePool
 from ._rates import UNLIMITED, Rate
 from ._tags import parse_tags
@@ -82,6 +82,11 @@ class Resolver:
     def declare_rate(self, name: str, rate: Rate | None, origin: str) -> None:
         """Give a resource a rate quota (it may have a capacity too, or get one from a tag)."""
         self.check_spelling(name, origin)
+        if not callable(getattr(self.pool, "set_rate", None)):
+            raise ArgumentError(
+                f"{origin}: rate quotas are kept by this process's own limits; shared limits "
+                f"({type(self.pool).__name__}) have capacities only"
+            )
         self.pool.set_rate(name, rate)
         self._spelling[name.casefold()] = name
         self.origin.setdefault(name, origin)
