@@ -1,18 +1,46 @@
-"""The README tells the truth: its example runs and prints what it says."""
+"""The README tells the truth: its examples run and print what it says, its commands
+exist and do what it says, and its figures are the ones in benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import secrets
+import shlex
+import shutil
+import stat
 import subprocess
 import sys
+import tomllib
+import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+SH_BLOCKS = re.findall(r"```sh\n(.*?)```", README, re.S)
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+
+def python_block(marker: str) -> str:
+    (block,) = [b for b in PYTHON_BLOCKS if marker in b]
+    return block
+
+
+def test_every_python_block_is_run_by_a_test() -> None:
+    # One marker per block that a test below runs; a new block needs a new test.
+    tested = ["async def render(frame: int) -> str:", "distributed.LocalCluster("]
+    for block in PYTHON_BLOCKS:
+        assert sum(marker in block for marker in tested) == 1, block[:200]
+    assert len(PYTHON_BLOCKS) == len(tested)
 
 
 def test_the_readme_example_runs() -> None:
-    text = (ROOT / "README.md").read_text()
-    code = re.search(r"## Twenty lines\n\n```python\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"## Twenty lines\n\n```python\n(.*?)```", README, re.S).group(1)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "frame 0 rendered" in out
     assert out.count(" succeeded") >= 3
@@ -20,8 +48,155 @@ def test_the_readme_example_runs() -> None:
     assert "tasklet_submitted" in out and "after_task_run" in out
 
 
+@pytest.mark.slow
+def test_the_dask_example_runs_as_a_script(tmp_path: Path) -> None:
+    code = python_block("distributed.LocalCluster(")
+    assert 'if __name__ == "__main__":' in code  # worker processes import the script again
+    script = tmp_path / "dask_example.py"
+    script.write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    main_pid = int(re.search(r"main process: (\d+)", out).group(1))
+    pids = [int(p) for p in re.findall(r"frame \d rendered by process (\d+)", out)]
+    assert len(pids) == 6 and main_pid not in pids  # the bodies ran in worker processes
+    assert "'succeeded': 6" in out and "gpu 0/2+0w" in out
+
+
+def test_the_commands_without_make_name_what_exists() -> None:
+    (block,) = [b for b in SH_BLOCKS if "python3 -m venv .venv" in b]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = set(pyproject["project"]["optional-dependencies"])
+    for extra in re.findall(r'-e "\.\[(\w+)\]"', block):
+        assert extra in extras, extra
+    assert {"lab", "test"} <= set(re.findall(r'-e "\.\[(\w+)\]"', block))
+    markers = {m.split(":")[0] for m in pyproject["tool"]["pytest"]["ini_options"]["markers"]}
+    assert '-m "not slow"' in block and "slow" in markers
+    (lab,) = [line for line in block.splitlines() if "jupyter lab" in line]
+    assert "--ServerApp.root_dir=notebooks" in lab
+
+
+@pytest.mark.slow
+def test_the_jupyterlab_command_without_make_serves_the_notebooks(tmp_path: Path) -> None:
+    from tests.browser.helpers import Server, free_port, jupyter_env
+
+    (block,) = [b for b in SH_BLOCKS if "python3 -m venv .venv" in b]
+    (line,) = [line for line in block.splitlines() if "jupyter lab" in line]
+    args = shlex.split(line.split("#")[0])
+    assert args[:2] == [".venv/bin/jupyter", "lab"]
+    port, token = free_port(), secrets.token_hex(16)
+    server = Server(
+        name="JupyterLab",
+        cmd=[sys.executable, "-m", "jupyterlab", *args[2:], "--allow-root", "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"],
+        # fmt: skip
+        env=jupyter_env(tmp_path),
+        cwd=ROOT,  # the README's commands run from the checkout
+        log_path=tmp_path / "jupyterlab.log",
+        port=port,
+        token=token,
+    )
+    server.start(f"/api/status?token={token}")
+    try:
+        with urllib.request.urlopen(f"{server.base}/api/contents?token={token}", timeout=10) as response:
+            names = {item["name"] for item in json.load(response)["content"]}
+    finally:
+        server.stop()
+    assert {"01_tour.ipynb", "05_scale_out_with_dask.ipynb"} <= names
+
+
+# -- make -----------------------------------------------------------------------------
+
+
 def test_the_readme_names_every_make_target_it_promises() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("lab", "test", "demo", "bench"):
+    for target in ("lab", "test", "test-fast", "demo", "bench", "clean", "distclean"):
         assert re.search(rf"^{target}:", makefile, re.M), target
+        assert f"make {target}" in README, target
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("make test")
+
+
+# Not inherited from a `make test` that runs this file: its flags and variables.
+MAKE_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "LAB_ARGS", "RECORD", "PYTEST_ARGS", "BENCH_ARGS")
+
+
+def make_dry_run(*args: str) -> str:
+    """What ``make -n`` would run in the checkout (nothing is executed)."""
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV}
+    return subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True, env=env).stdout
+
+
+@needs_make
+def test_make_passes_lab_args_and_the_fast_marker() -> None:
+    (lab,) = [line for line in make_dry_run("lab", "LAB_ARGS=--no-browser --port 8899").splitlines() if "jupyter lab" in line]
+    assert lab.endswith("--no-browser --port 8899 01_tour.ipynb"), lab
+    (fast,) = [line for line in make_dry_run("test-fast", "PYTEST_ARGS=-x").splitlines() if "pytest" in line]
+    assert fast.endswith('pytest -m "not slow" -x'), fast
+    (full,) = [line for line in make_dry_run("test").splitlines() if "pytest" in line]
+    assert "-m" not in full.split("pytest", 1)[1]  # make test (and so CI) runs everything
+
+
+@needs_make
+def test_make_bench_records_only_when_asked() -> None:
+    (plain,) = [line for line in make_dry_run("bench").splitlines() if "-m benchmarks" in line]
+    (record,) = [line for line in make_dry_run("bench", "RECORD=1").splitlines() if "-m benchmarks" in line]
+    assert "--record" not in plain and "--record" in record
+
+
+def sandbox(tmp_path: Path) -> Path:
+    """A directory with the Makefile and pyproject.toml, so that make's venv logic runs
+    without touching the checkout's .venv."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def run_make(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV}
+    return subprocess.run(["make", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@needs_make
+def test_a_python_too_old_is_refused_with_the_command_to_run(tmp_path: Path) -> None:
+    work = sandbox(tmp_path)
+    old = tmp_path / "python3.10"
+    old.write_text("#!/bin/sh\nexit 1\n")  # a Python that fails the >= 3.11 check
+    old.chmod(old.stat().st_mode | stat.S_IEXEC)
+    proc = run_make(work, "test", f"PYTHON={old}")
+    assert proc.returncode != 0
+    assert "aura_nb needs Python >= 3.11" in proc.stderr
+    assert re.search(r"Run: make test PYTHON=python3\.1\d|Install Python 3\.11 or newer", proc.stderr), proc.stderr
+    assert not (work / ".venv").exists()  # nothing half-made is left to be reused
+
+
+@needs_make
+@pytest.mark.slow
+def test_a_venv_made_by_a_python_too_old_is_rebuilt(tmp_path: Path) -> None:
+    work = sandbox(tmp_path)
+    (work / ".venv" / "bin").mkdir(parents=True)
+    stale = work / ".venv" / "bin" / "python"
+    stale.write_text("#!/bin/sh\nexit 1\n")  # what a failed PYTHON=python3.10 run used to leave
+    stale.chmod(stale.stat().st_mode | stat.S_IEXEC)
+    proc = run_make(work, ".venv/.created", f"PYTHON={sys.executable}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "its Python no longer runs; rebuilding it" in proc.stdout
+    version = subprocess.run([str(stale), "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert version.strip() == "True"
+    created = (work / ".venv" / ".created").stat().st_mtime
+    again = run_make(work, ".venv/.created", f"PYTHON={sys.executable}")  # a good venv is kept
+    assert again.returncode == 0 and "rebuilding" not in again.stdout and "creating" not in again.stdout
+    assert (work / ".venv" / ".created").stat().st_mtime == created
+
+
+@needs_make
+def test_make_clean_says_what_it_keeps_and_distclean_removes_the_venv(tmp_path: Path) -> None:
+    work = sandbox(tmp_path)
+    for d in ("build/benchmarks", ".venv/bin", ".pytest_cache"):
+        (work / d).mkdir(parents=True)
+    proc = run_make(work, "clean")
+    assert proc.returncode == 0 and "kept .venv" in proc.stdout and "make distclean" in proc.stdout
+    assert not (work / "build").exists() and not (work / ".pytest_cache").exists() and (work / ".venv").exists()
+    assert run_make(work, "distclean").returncode == 0
+    assert not (work / ".venv").exists()
