@@ -200,3 +200,82 @@ def test_make_clean_says_what_it_keeps_and_distclean_removes_the_venv(tmp_path: 
     assert not (work / "build").exists() and not (work / ".pytest_cache").exists() and (work / ".venv").exists()
     assert run_make(work, "distclean").returncode == 0
     assert not (work / ".venv").exists()
+
+
+# -- the figures ------------------------------------------------------------------------
+
+
+def results_tables() -> dict[str, list[list[dict[str, str]]]]:
+    """benchmarks/RESULTS.md's tables: {section title: [table: [row: {header: cell}]]}."""
+    sections: dict[str, list[list[dict[str, str]]]] = {}
+    title, header, rows = "", None, None
+    for line in (ROOT / "benchmarks" / "RESULTS.md").read_text().splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+            sections[title] = []
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header, rows = cells, []
+            sections[title].append(rows)
+        elif not set(line) <= set("|-"):
+            rows.append(dict(zip(header, cells, strict=True)))
+    return sections
+
+
+def section(sections: dict[str, list[list[dict[str, str]]]], prefix: str) -> list[list[dict[str, str]]]:
+    (tables,) = [t for name, t in sections.items() if name.startswith(prefix)]
+    return tables
+
+
+def column(rows: list[dict[str, str]], starts: str, **where: str) -> list[float]:
+    out = []
+    for row in rows:
+        if all(row[k] == v for k, v in where.items()):
+            (key,) = [k for k in row if k.startswith(starts)]
+            out.append(float(row[key].replace(",", "")))
+    assert out, (starts, where)
+    return out
+
+
+def readme_figures(pattern: str) -> list[float]:
+    text = " ".join(README[README.index("## Performance") :].split())
+    match = re.search(pattern, text)
+    assert match, pattern
+    return [float(g) for g in match.groups()]
+
+
+def close(readme: float, measured: float) -> bool:
+    """The README rounds to two significant figures."""
+    return abs(readme - measured) <= 0.05 * abs(measured) + 0.005
+
+
+def test_the_readme_figures_are_the_recorded_results() -> None:
+    s = results_tables()
+    main, floor = section(s, "1. Throughput")
+    expected = {
+        r"`run_many` costs ([\d.]+)–([\d.]+)× a `gather`": column(main, "aura_nb / raw"),
+        r"Aura-style design costs ([\d.]+)–([\d.]+)× `run_many`": column(main, "Aura-style / aura_nb"),
+        r"costs ([\d.]+)–([\d.]+)× without tags": column(floor, "run_many / pool", workload="no tags"),
+        r"and ([\d.]+)–([\d.]+)× with two tags": column(floor, "run_many / pool", workload="gpu:4 + db:16"),
+        r"a timeout \(the pool pays [^)]*\) it is ([\d.]+)–([\d.]+)×": column(
+            floor, "run_many / pool", workload="gpu:4 + db:16 + 30 s timeout"
+        ),
+        r"per tasklet under `gather` costs ([\d.]+)–([\d.]+)× raw": column(floor, "submit / raw"),
+        r"makespan ([\d.]+)× the optimum": column(section(s, "2. Utilization")[0], "aura_nb", **{"submission order": "gpu-first"}),
+        r"Aura-style design needs ([\d.]+)×": column(section(s, "2. Utilization")[0], "Aura-style", **{"submission order": "gpu-first"}),
+        r"DataFrame in ([\d.]+)× the time": column(section(s, "4. Events")[0], "ratio", **{"1,000,000 events": "time (s)"}),
+        r"([\d.]+)× the peak memory": column(section(s, "4. Events")[0], "ratio", **{"1,000,000 events": "peak memory (MiB)"}),
+        r"planner takes ([\d.]+)× networkx": column(section(s, "5. Planner")[0], "ratio"),
+        r"cost ([\d.]+)–([\d.]+)× plain `client.submit`": column(section(s, "7. Scale-out")[0], "ratio", target="met"),
+    }  # fmt: skip
+    for pattern, measured in expected.items():
+        figures = readme_figures(pattern)
+        want = [min(measured), max(measured)] if len(figures) == 2 else [measured[0]]
+        assert all(close(f, m) for f, m in zip(figures, want, strict=True)), (pattern, figures, want)
+
+
+def test_the_readme_assumes_nothing_about_the_readers_machine() -> None:
+    assert not re.search(r"these (\S+ )?machines|this machine|your machine is", README, re.I)
