@@ -64,6 +64,51 @@ def test_the_dask_example_runs_as_a_script(tmp_path: Path) -> None:
     assert "'succeeded': 6" in out and "gpu 0/2+0w" in out
 
 
+WORKER_DEATH = """
+import os, pathlib, sys
+import anyio, dask, distributed
+import aura_nb as an
+
+def fragile(marker: str) -> int:  # kills its worker process the first time it runs
+    path = pathlib.Path(marker)
+    attempts = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempts))
+    if attempts == 1:
+        os._exit(1)
+    return attempts
+
+async def main(client, marker):
+    async with an.ExecutionManager(executor=an.DaskExecutor(client)) as em:
+        try:
+            print("result", await em.submit(an.Tasklet(fragile, params={"marker": marker})))
+        except an.WorkerLostError as exc:
+            print("WorkerLostError", type(exc.__cause__).__name__)
+
+if __name__ == "__main__":
+    if sys.argv[1] == "no-retry":
+        dask.config.set({"distributed.scheduler.allowed-failures": 0})
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \\
+            distributed.Client(cluster) as client:
+        anyio.run(main, client, sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["default", "no-retry"])
+def test_what_the_readme_says_about_a_worker_that_dies(tmp_path: Path, setting: str) -> None:
+    assert "silently runs the task again" in README and "allowed-failures" in README
+    script, marker = tmp_path / "worker_death.py", tmp_path / "attempts"
+    script.write_text(WORKER_DEATH)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script), setting, str(marker)], capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if setting == "default":  # Dask ran the body again on the other worker; the tasklet never knew
+        assert "result 2" in proc.stdout and marker.read_text() == "2"
+    else:  # the first loss fails the tasklet
+        assert "WorkerLostError KilledWorker" in proc.stdout and marker.read_text() == "1"
+
+
 def test_the_commands_without_make_name_what_exists() -> None:
     (block,) = [b for b in SH_BLOCKS if "python3 -m venv .venv" in b]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
