@@ -36,7 +36,7 @@ __all__ = [*_core_all, *_NOTEBOOK_NAMES, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DaskExecutor", "WorkerLostError"):  # only when asked for: dask is an optional extra
+    if name == "DaskExecutor":  # only when asked for: dask is an optional extra
         from . import dask_executor
 
         return getattr(dask_executor, name)

@@ -1,4 +1,4 @@
-"""Run task bodies on a Dask cluster while the manager keeps the limits (DESIGN §7).
+"""Run task bodies on a Dask cluster while the manager keeps the limits.
 
 Mental model: the :class:`~aura_nb.core.ExecutionManager` stays the single gatekeeper.
 It admits a tasklet (global and resource limits), plans its state and fires its hooks
@@ -58,28 +58,11 @@ import distributed
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from .core import AuraError, TaskCall
+from .core import TaskCall, WorkerLostError
 
 __all__ = ["DaskExecutor", "WorkerLostError"]
 
 _WORKER_ATTR = "_aura_nb_worker"  # stamped on a body's exception on the worker, removed here
-
-
-class WorkerLostError(AuraError, RuntimeError):
-    """Dask lost a tasklet's body: its worker died while running it, or the cluster
-    dropped the task (a ``client.restart()``, a lost scheduler connection).
-
-    The message names the tasklet, the Dask key and the worker. ``worker`` is the
-    worker's address when known, ``key`` the Dask key, ``tasklet_id`` the tasklet. The
-    original Dask exception (``KilledWorker`` or ``FutureCancelledError``) is the
-    ``__cause__``.
-    """
-
-    def __init__(self, message: str, *, worker: str | None, key: str, tasklet_id: str) -> None:
-        super().__init__(message)
-        self.worker = worker
-        self.key = key
-        self.tasklet_id = tasklet_id
 
 
 ResourceMap = Mapping[str, str] | Callable[[TaskCall], Mapping[str, float] | None]

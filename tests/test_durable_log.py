@@ -127,8 +127,9 @@ def test_a_killed_process_keeps_every_event_older_than_the_flush_interval(tmp_pa
     assert len(log) >= safe[-1]
     frame = log.to_frame()
     assert frame["seq"].tolist() == list(range(len(frame)))  # no holes, no torn rows
-    done = log.runs()
-    assert (done["status"].dropna() == "succeeded").all()
+    statuses = log.runs()["status"].tolist()
+    # The child submits one tasklet at a time: only the last can be cut short by the kill.
+    assert set(statuses[:-1]) == {"succeeded"} and statuses[-1] in ("succeeded", "unfinished")
 
 
 async def test_keep_events_holds_only_the_tail_and_reads_the_rest_from_the_file(tmp_path: Path) -> None:

@@ -77,3 +77,20 @@ def test_public_api_is_explicit() -> None:
         assert getattr(an, name) is not None, name
     for name in aura_nb.core.__all__:
         assert name in an.__all__
+
+
+@pytest.mark.anyio
+async def test_a_cancellation_reads_the_same_on_asyncio_and_trio() -> None:
+    """One vocabulary in the log, whatever the backend calls its cancellation."""
+
+    async def forever() -> None:
+        await anyio.sleep_forever()
+
+    async with an.ExecutionManager() as em:
+        with anyio.move_on_after(0.05):
+            await em.submit(an.Tasklet(forever))
+    frame = em.events.to_frame()
+    ended = frame[frame["event"].isin(["after_task_failure", "after_task_run"])]
+    assert list(ended["status"]) == ["cancelled", "cancelled"]
+    assert list(ended["error_type"]) == ["Cancelled", "Cancelled"]
+    assert list(ended["error_message"]) == ["the tasklet was cancelled"] * 2

@@ -239,7 +239,7 @@ async def test_the_global_limit_can_change_live() -> None:
         await anyio.sleep(0.01)
         assert (em.statistics().running, em.statistics().waiting) == (3, 0)
         assert em.max_concurrency == 3
-        with pytest.raises(an.ResourceTagError, match="max_concurrency 0"):
+        with pytest.raises(an.ArgumentError, match="max_concurrency 0"):
             em.set_max_concurrency(0)
         gate.set()
         for h in handles:
@@ -434,7 +434,8 @@ async def test_cancellation_propagates_even_if_a_hook_is_async() -> None:
             await em.submit(an.Tasklet(forever))
         assert scope.cancelled_caught  # the cancellation reached the caller
         assert_idle(em)
-    assert hook_ran == ["after_task_failure", "after_task_run"]
+    # A cancellation may cut hooks short; after_task_run hooks get a short grace.
+    assert hook_ran == ["after_task_run"]
 
 
 async def test_a_raising_hook_changes_no_outcome() -> None:

@@ -112,8 +112,10 @@ async def test_set_capacity_is_the_deliberate_way() -> None:
     ],
 )
 def test_manager_arguments_are_validated(kwargs: dict, match: str) -> None:
-    with pytest.raises(an.ResourceTagError, match=match):
+    # Capacities are resource-tag errors; the global limit and the argument's type are argument errors.
+    with pytest.raises((an.ResourceTagError, an.ArgumentError), match=match) as info:
         an.ExecutionManager(**kwargs)
+    assert isinstance(info.value, an.AuraError) and isinstance(info.value, ValueError)
 
 
 def test_set_capacity_validates() -> None:

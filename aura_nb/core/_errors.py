@@ -1,6 +1,8 @@
 """Every error aura_nb raises on purpose.
 
     AuraError
+    ├── ArgumentError           (also ValueError)   an argument has a wrong value
+    │   └── ArgumentTypeError   (also TypeError)    an argument has a wrong type
     ├── ResourceTagError        (also ValueError)   a tag or capacity is wrong
     ├── TaskNotFoundError       (also LookupError)  a tasklet names no known task
     ├── TaskletError            (also ValueError)   a tasklet's fields are wrong
@@ -9,6 +11,9 @@
     ├── TaskletTimeoutError     (also TimeoutError) a phase ran over its limit
     ├── TaskletCancelledError                       awaited a handle whose tasklet was cancelled
     ├── HookError               (also ValueError)   a hook registration is wrong
+    ├── EventLogError                               the SQLite log file cannot be used
+    │   └── EventLogLockedError (also RuntimeError) another manager writes that SQLite log
+    ├── WorkerLostError         (also RuntimeError) a Dask worker lost a tasklet's body
     └── ManagerUsageError       (also RuntimeError) the manager cannot do this now
         └── ManagerClosedError                      it no longer accepts work
 
@@ -21,7 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "AuraError",
+    "EventLogError",
+    "EventLogLockedError",
     "HookError",
     "ManagerClosedError",
     "ManagerUsageError",
@@ -32,11 +41,20 @@ __all__ = [
     "TaskletError",
     "TaskletCancelledError",
     "TaskletTimeoutError",
+    "WorkerLostError",
 ]
 
 
 class AuraError(Exception):
     """Base class of every error aura_nb raises on purpose."""
+
+
+class ArgumentError(AuraError, ValueError):
+    """A constructor or method argument has a value that cannot work (the message says which)."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """A constructor or method argument has the wrong type (the message says what fits)."""
 
 
 class ResourceTagError(AuraError, ValueError):
@@ -57,6 +75,35 @@ class StatesMapError(AuraError, ValueError):
 
 class HookError(AuraError, ValueError):
     """A hook was registered for an unknown event or with an unusable callback."""
+
+
+class EventLogError(AuraError):
+    """The event log's file cannot be used: not an aura_nb log, unreadable, not writable."""
+
+
+class _EventLogValueError(EventLogError, ValueError):
+    """A bad value for an event log setting (``flush_interval``, ``keep``, the path)."""
+
+
+class EventLogLockedError(EventLogError, RuntimeError):
+    """Another manager (this process or another) is writing the same SQLite log."""
+
+
+class WorkerLostError(AuraError, RuntimeError):
+    """Dask lost a tasklet's body: its worker died while running it, or the cluster
+    dropped the task (a ``client.restart()``, a lost scheduler connection).
+
+    The message names the tasklet, the Dask key and the worker. ``worker`` is the
+    worker's address when known, ``key`` the Dask key, ``tasklet_id`` the tasklet. The
+    original Dask exception (``KilledWorker`` or ``FutureCancelledError``) is the
+    ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, worker: str | None, key: str, tasklet_id: str) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.key = key
+        self.tasklet_id = tasklet_id
 
 
 class ManagerUsageError(AuraError, RuntimeError):
@@ -111,6 +158,7 @@ class StatePlanningError(AuraError):
         "check_failed",
         "transition_failed",
         "final_check_failed",
+        "cost_overflow",
     )
 
     def __init__(

@@ -1,7 +1,10 @@
 """Hooks: callbacks that observe events as they happen.
 
 ``em.hooks.on("after_task_run", fn)`` calls ``fn(event)`` for every such event, inline,
-in the tasklet's own task: a sync ``fn`` is called, an async one awaited (as Aura does).
+in the tasklet's own task: whatever it returns that is awaitable is awaited (an
+``async def`` hook, a lambda returning a coroutine), as Aura does. The hooks registered
+*when an event happens* are called; a hook added or removed while tasklets run counts
+from the next event on.
 Any event name of :data:`~aura_nb.core.EVENT_NAMES` can be observed, not only Aura's
 four. A hook that raises is recorded as a ``hook_error`` event and changes nothing else:
 not the tasklet's outcome, not its permits. A hook that is *cancelled* lets the
@@ -22,26 +25,14 @@ __all__ = ["HookBus"]
 Hook = Callable[[Any], Any]
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
-    while hasattr(fn, "func"):  # functools.partial
-        fn = fn.func  # type: ignore[attr-defined]
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-
-
 class HookBus:
     """The callbacks registered per event name."""
 
     def __init__(self) -> None:
-        # Indexed by event code: the hot path checks ``self.by_code[code]`` (a list).
-        # Tuples, replaced on every change: the manager iterates them without copying.
-        self.by_code: list[tuple[tuple[Hook, bool], ...]] = [() for _ in EVENT_NAMES]
-        # sync_only[code]: every hook of the event, and every hook_error hook, is sync,
-        # so the manager can call them without creating a coroutine.
-        self.sync_only: list[bool] = [True for _ in EVENT_NAMES]
-
-    def _changed(self) -> None:
-        errors_sync = all(not a for _, a in self.by_code[EVENT_NAMES.index("hook_error")])
-        self.sync_only = [errors_sync and all(not a for _, a in hooks) for hooks in self.by_code]
+        # Indexed by event code: the caller checks ``self.by_code[code]`` (is anyone
+        # listening?). Tuples, replaced on every change: the manager iterates the tuple
+        # that was registered when the event happened, without copying.
+        self.by_code: list[tuple[Hook, ...]] = [() for _ in EVENT_NAMES]
 
     def on(self, event: str, fn: Hook | None = None) -> Any:
         """Call ``fn(event_obj)`` for every event named ``event``; usable as a decorator.
@@ -66,22 +57,20 @@ class HookBus:
                     f"hook {getattr(fn, '__qualname__', fn)!r} for {event!r}: its signature {sig} "
                     "cannot take the one argument (the Event) a hook receives"
                 ) from None
-        self.by_code[code] = (*self.by_code[code], (fn, _is_async(fn)))
-        self._changed()
+        self.by_code[code] = (*self.by_code[code], fn)
         return fn
 
     def off(self, event: str, fn: Hook) -> None:
         """Stop calling ``fn`` for ``event`` (no error if it was not registered)."""
         code = self._code(event)
-        self.by_code[code] = tuple((f, a) for f, a in self.by_code[code] if f is not fn)
-        self._changed()
+        self.by_code[code] = tuple(f for f in self.by_code[code] if f is not fn)
 
     def clear(self) -> None:
-        self.by_code = [() for _ in EVENT_NAMES]
-        self._changed()
+        for code in range(len(self.by_code)):
+            self.by_code[code] = ()
 
     def registered(self, event: str) -> list[Hook]:
-        return [fn for fn, _ in self.by_code[self._code(event)]]
+        return list(self.by_code[self._code(event)])
 
     @staticmethod
     def _code(event: str) -> int:

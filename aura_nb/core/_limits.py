@@ -7,19 +7,39 @@ That is what makes deadlock impossible whatever order the tags are written in, a
 keeps a tasklet waiting for a busy ``gpu`` from sitting on a global slot that an
 untagged tasklet could use.
 
-Fairness policy (documented in the README too): waiters are kept in arrival order.
-Whenever tokens come back, waiters are considered oldest first and each one that fits
-is admitted. The *oldest waiter that does not fit* reserves one token of every limit it
-needs: younger waiters may only use what is left beyond that reservation. So
+The rule (``admission="fifo"``, the default; the README says the same):
 
-* younger tasklets may overtake an older one only with tokens it does not need
-  (an untagged tasklet can run while a ``gpu`` tasklet waits for the GPU), and
-* the oldest waiter's tokens only accumulate, so it is admitted as soon as the holders
-  of what it needs release them: no tasklet starves behind a stream of others.
+* Waiters are kept in arrival order. Whenever tokens come back, the **oldest waiter**
+  is considered first and admitted if everything it needs is free.
+* If it does not fit, it **holds back one token of every resource it tags** (not the
+  global one): a younger waiter may take a token of such a resource only if one is
+  still left for the oldest afterwards. Younger waiters that fit otherwise are admitted,
+  oldest first.
+* The global token is never held back. It does not need to be: every holder of a
+  resource also holds a global token, so the release that frees the last resource the
+  oldest waiter lacks frees a global token too, in the same step, and the oldest is
+  considered first. When the global token is the one thing it lacks, the next global
+  token that comes back is its, for the same reason. So no global slot sits idle while
+  a tasklet waits for a busy resource.
 
-At most one global token (and one of each of its resources) is idle at a time because
-of the reservation. Waiters with the same set of resources form a queue of their own,
-so admission costs O(number of distinct resource sets), not O(number of waiters).
+Why nothing starves: the oldest waiter's resource tokens only accumulate (nobody younger
+may take the last one), so it is admitted as soon as the current holders of what it
+lacks release it, which they do in finite time; then the next oldest inherits the same
+guarantee. The property tests (``tests/test_admission_properties.py``) check these
+invariants on random operation sequences.
+
+``admission="bottleneck"`` adds one preference on top: when a global token is free, a
+waiter that needs the *scarcest* resource that has a free token (the most waiters per
+unit of capacity) is admitted before older waiters, so a single GPU does not idle while
+untagged work queues ahead of the GPU tasklets. Overtaking is bounded: while one tasklet
+is the oldest waiter, at most ``max_concurrency`` others may pass it this way; then the
+FIFO rule holds until it is admitted.
+
+Cost: waiters with the same set of resources share one queue; the heads of the queues
+sit in a heap by age, and a queue whose head is blocked by a full (or held-back)
+resource is *parked* on that resource until one of its tokens comes back. A release
+therefore looks only at the queues that could use what it returned, not at every
+distinct set of tags that waits.
 """
 
 from __future__ import annotations
@@ -27,21 +47,23 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
 
 from ._errors import ManagerClosedError
 
-__all__ = ["GLOBAL", "ResourcePool"]
+__all__ = ["ADMISSION_POLICIES", "GLOBAL", "ResourcePool"]
 
 #: Internal key of the global limit; no user resource can be named "" (see _tags).
 GLOBAL = ""
+#: The admission policies a manager accepts (``ExecutionManager(admission=...)``).
+ADMISSION_POLICIES = ("fifo", "bottleneck")
 
 
 class _Waiter:
-    __slots__ = ("seq", "queue", "owner", "admitted", "closed", "future", "event")
+    __slots__ = ("seq", "queue", "owner", "admitted", "closed", "future", "event", "passed")
 
     def __init__(self, seq: int, queue: _Queue, owner: Any) -> None:
         self.seq = seq
@@ -51,6 +73,7 @@ class _Waiter:
         self.closed = False
         self.future: asyncio.Future[None] | None = None
         self.event: anyio.Event | None = None
+        self.passed = 0  # how often the bottleneck rule let a younger waiter pass it
 
     def wake(self) -> None:
         if self.future is not None:
@@ -63,11 +86,15 @@ class _Waiter:
 class _Queue:
     """The waiters that need exactly the same limits, in arrival order."""
 
-    __slots__ = ("keys", "waiters")
+    __slots__ = ("keys", "waiters", "parked_on")
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self.keys = keys
         self.waiters: deque[_Waiter] = deque()
+        self.parked_on: str | None = None  # the resource whose tokens it waits for
+
+    def __lt__(self, other: _Queue) -> bool:  # heap ties never happen (seqs differ)
+        return id(self) < id(other)
 
 
 class ResourcePool:
@@ -77,11 +104,16 @@ class ResourcePool:
     includes :data:`GLOBAL`. Not thread-safe: it lives on one event loop.
     """
 
-    def __init__(self, max_concurrency: int) -> None:
+    def __init__(self, max_concurrency: int, *, admission: str = "fifo") -> None:
         self.capacity: dict[str, int] = {GLOBAL: max_concurrency}
         self.in_use: dict[str, int] = {GLOBAL: 0}
         self.waiting: dict[str, int] = {GLOBAL: 0}
+        self.bottleneck = admission == "bottleneck"
         self._queues: dict[tuple[str, ...], _Queue] = {}
+        self._heads: list[tuple[int, _Queue]] = []  # every queue's head, by age (lazy)
+        self._ready: list[tuple[int, _Queue]] = []  # heads of queues not parked (lazy)
+        self._parked: dict[str, list[_Queue]] = {}
+        self._oldest: _Waiter | None = None  # the oldest waiter, once it did not fit
         self._n_waiting = 0
         self._seq = 0
         self._closed = False
@@ -89,11 +121,12 @@ class ResourcePool:
     # -- declaring ---------------------------------------------------------------
     def declare(self, name: str, capacity: int) -> None:
         """Add a resource or change its capacity (waking waiters when it grows)."""
-        grew = capacity > self.capacity.get(name, 0)
+        grew = name in self.capacity and capacity > self.capacity[name]  # a new name has no waiters
         self.capacity[name] = capacity
         self.in_use.setdefault(name, 0)
         self.waiting.setdefault(name, 0)
         if grew and self._n_waiting:
+            self._unpark(name)
             self._dispatch()
 
     # -- acquiring ---------------------------------------------------------------
@@ -114,8 +147,7 @@ class ResourcePool:
                     in_use[key] += 1
                 return None
         waiter = self._enqueue(keys, owner)
-        if in_use[GLOBAL] < self.capacity[GLOBAL]:
-            self._dispatch()
+        self._dispatch()
         return waiter
 
     async def wait(self, waiter: _Waiter) -> None:
@@ -133,23 +165,33 @@ class ResourcePool:
                     waiter.event = anyio.Event()
                     await waiter.event.wait()
         except BaseException:
-            if waiter.admitted:
-                # Admitted, then cancelled before it could resume: give the tokens back.
-                self.release(waiter.queue.keys)
-            elif not waiter.closed:
-                self._remove(waiter)
+            self.cancel_waiter(waiter)
             raise
         if waiter.closed:
             raise ManagerClosedError("the manager was closed while this tasklet waited for resources")
 
     def cancel_waiter(self, waiter: _Waiter) -> None:
-        """Forget a waiter whose task will never wait (e.g. it was cancelled first)."""
+        """Forget a waiter whose task will not wait (any more): leaves nothing behind."""
         if waiter.admitted:
+            # Admitted, then cancelled before it could resume: give the tokens back.
+            waiter.admitted = False
             self.release(waiter.queue.keys)
         elif not waiter.closed:
             self._remove(waiter)
         waiter.closed = True
 
+    def release(self, keys: tuple[str, ...]) -> None:
+        in_use = self.in_use
+        for key in keys:
+            in_use[key] -= 1
+        if self._n_waiting:
+            if self._parked:
+                for key in keys:
+                    if key in self._parked:
+                        self._unpark(key)
+            self._dispatch()
+
+    # -- the queues ----------------------------------------------------------------
     def _enqueue(self, keys: tuple[str, ...], owner: Any) -> _Waiter:
         queue = self._queues.get(keys)
         if queue is None:
@@ -157,61 +199,149 @@ class ResourcePool:
         self._seq += 1
         waiter = _Waiter(self._seq, queue, owner)
         queue.waiters.append(waiter)
+        if len(queue.waiters) == 1:
+            self._new_head(queue)
         self._n_waiting += 1
         waiting = self.waiting
         for key in keys:
             waiting[key] += 1
         return waiter
 
+    def _new_head(self, queue: _Queue) -> None:
+        """The queue's head changed: index the new one (stale entries are skipped later)."""
+        if queue.waiters:
+            entry = (queue.waiters[0].seq, queue)
+            heapq.heappush(self._heads, entry)
+            if queue.parked_on is None:
+                heapq.heappush(self._ready, entry)
+        else:
+            del self._queues[queue.keys]
+            queue.parked_on = None
+
     def _unlink(self, waiter: _Waiter) -> None:
-        queue = waiter.queue
         self._n_waiting -= 1
         waiting = self.waiting
-        for key in queue.keys:
+        for key in waiter.queue.keys:
             waiting[key] -= 1
-        if not queue.waiters:
-            del self._queues[queue.keys]
+        if waiter is self._oldest:
+            self._oldest = None
+            # What it held back is free for others now.
+            for key in waiter.queue.keys[1:]:
+                self._unpark(key)
 
     def _remove(self, waiter: _Waiter) -> None:
-        waiter.queue.waiters.remove(waiter)
+        queue = waiter.queue
+        was_head = queue.waiters[0] is waiter
+        queue.waiters.remove(waiter)
         self._unlink(waiter)
-        # It may have been the oldest waiter holding a reservation: others may fit now.
+        if was_head:
+            self._new_head(queue)
         self._dispatch()
 
-    def release(self, keys: tuple[str, ...]) -> None:
+    def _admit(self, waiter: _Waiter) -> None:
         in_use = self.in_use
-        for key in keys:
-            in_use[key] -= 1
-        if self._n_waiting:
-            self._dispatch()
+        queue = waiter.queue
+        for key in queue.keys:
+            in_use[key] += 1
+        queue.waiters.popleft()
+        waiter.admitted = True
+        self._unlink(waiter)
+        self._new_head(queue)
+        waiter.wake()
 
-    def _dispatch(self) -> None:
-        """Admit every waiter that fits, oldest first, honouring the oldest blocked one."""
-        capacity, in_use = self.capacity, self.in_use
-        heap = [(q.waiters[0].seq, q) for q in self._queues.values()]
-        heapq.heapify(heap)
-        reserved: Mapping[str, int] = {}
+    def _park(self, queue: _Queue, key: str) -> None:
+        queue.parked_on = key
+        self._parked.setdefault(key, []).append(queue)
+
+    def _unpark(self, key: str) -> None:
+        parked = self._parked.pop(key, None)
+        if parked:
+            for queue in parked:
+                if queue.parked_on == key:
+                    queue.parked_on = None
+                    if queue.waiters:
+                        heapq.heappush(self._ready, (queue.waiters[0].seq, queue))
+
+    @staticmethod
+    def _peek(heap: list[tuple[int, _Queue]], ready: bool) -> _Queue | None:
+        """The queue with the oldest valid head in ``heap``, dropping stale entries."""
         while heap:
-            if in_use[GLOBAL] + reserved.get(GLOBAL, 0) >= capacity[GLOBAL]:
-                return  # every waiter needs a global token
-            _, queue = heapq.heappop(heap)
-            keys = queue.keys
-            if reserved:
-                fits = all(in_use[k] + reserved.get(k, 0) < capacity[k] for k in keys)
+            seq, queue = heap[0]
+            waiters = queue.waiters
+            if waiters and waiters[0].seq == seq and not (ready and queue.parked_on is not None):
+                return queue
+            heapq.heappop(heap)
+        return None
+
+    def _blocker(self, keys: tuple[str, ...], held: tuple[str, ...]) -> str | None:
+        """The first key of ``keys`` without a token for a younger waiter (or None: it fits)."""
+        capacity, in_use = self.capacity, self.in_use
+        for key in keys:
+            if in_use[key] + (key in held) >= capacity[key]:
+                return key
+        return None
+
+    # -- the rule ------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Admit every waiter that fits, the oldest first, honouring what it holds back.
+
+        This is the one place where the fairness rule lives (see the module docstring).
+        """
+        capacity, in_use = self.capacity, self.in_use
+        while self._n_waiting:
+            head = self._peek(self._heads, False)
+            assert head is not None
+            oldest = head.waiters[0]
+            if in_use[GLOBAL] < capacity[GLOBAL] and self.bottleneck and self._pass_oldest(oldest):
+                continue
+            if self._blocker(head.keys, ()) is None:
+                self._admit(oldest)
+                continue
+            if self._oldest is not oldest:
+                self._oldest = oldest
+            break
+        else:
+            return
+        held = oldest.queue.keys[1:]  # every resource it needs, never the global slot
+        ready = self._ready
+        while in_use[GLOBAL] < capacity[GLOBAL]:
+            queue = self._peek(ready, True)
+            if queue is None:
+                return
+            if queue is oldest.queue:  # its younger members wait behind it
+                heapq.heappop(ready)
+                continue
+            key = self._blocker(queue.keys, held)
+            if key is None:
+                self._admit(queue.waiters[0])
             else:
-                fits = all(in_use[k] < capacity[k] for k in keys)
-            if fits:
-                waiter = queue.waiters.popleft()
-                for key in keys:
-                    in_use[key] += 1
-                waiter.admitted = True
-                self._unlink(waiter)
-                waiter.wake()
-                if queue.waiters:
-                    heapq.heappush(heap, (queue.waiters[0].seq, queue))
-            elif not reserved:
-                reserved = dict.fromkeys(keys, 1)
-            # else: this queue's head does not fit; the whole queue waits.
+                heapq.heappop(ready)
+                self._park(queue, key)
+
+    def _pass_oldest(self, oldest: _Waiter) -> bool:
+        """``admission="bottleneck"``: admit a waiter of the scarcest free resource first."""
+        if oldest.passed >= self.capacity[GLOBAL]:
+            return False  # bounded overtaking: FIFO until the oldest is admitted
+        capacity, in_use, waiting = self.capacity, self.in_use, self.waiting
+        best, best_load = None, 0.0
+        for key, n in waiting.items():
+            if n and key != GLOBAL and in_use[key] < capacity[key]:
+                load = n / capacity[key]
+                if load > best_load:
+                    best, best_load = key, load
+        if best is None:
+            return False
+        candidate: _Waiter | None = None
+        for queue in self._queues.values():
+            if best in queue.keys and queue.waiters:
+                head = queue.waiters[0]
+                if (candidate is None or head.seq < candidate.seq) and self._blocker(queue.keys, ()) is None:
+                    candidate = head
+        if candidate is None or candidate is oldest:
+            return False
+        oldest.passed += 1
+        self._admit(candidate)
+        return True
 
     # -- closing -----------------------------------------------------------------
     def close(self) -> int:
@@ -225,6 +355,10 @@ class ResourcePool:
                 self._unlink(waiter)
                 waiter.wake()
                 woken += 1
+            self._new_head(queue)
+        self._heads.clear()
+        self._ready.clear()
+        self._parked.clear()
         return woken
 
     # -- introspection -------------------------------------------------------------
@@ -233,6 +367,37 @@ class ResourcePool:
         items = [(w.seq, w.owner, q.keys) for q in self._queues.values() for w in q.waiters]
         items.sort(key=lambda item: item[0])
         return [(owner, keys) for _, owner, keys in items]
+
+    def held_back(self) -> tuple[Any, dict[str, int]]:
+        """(owner of the oldest blocked waiter or None, free tokens held back for it by key)."""
+        oldest = self._oldest
+        if oldest is None or oldest.admitted or oldest.closed:
+            return None, {}
+        capacity, in_use = self.capacity, self.in_use
+        return oldest.owner, {k: 1 for k in oldest.queue.keys[1:] if in_use[k] < capacity[k]}
+
+    def blocking(self, waiter: _Waiter) -> dict[str, str]:
+        """Why ``waiter`` waits, by key: ``"full"`` or ``"held back"`` (for the oldest waiter).
+
+        Empty when it is admitted, closed, or would be admitted at the next release.
+        """
+        if waiter.admitted or waiter.closed:
+            return {}
+        capacity, in_use = self.capacity, self.in_use
+        oldest = self._oldest
+        held = oldest.queue.keys[1:] if oldest is not None and oldest is not waiter else ()
+        out: dict[str, str] = {}
+        for key in waiter.queue.keys:
+            if in_use[key] >= capacity[key]:
+                out[key] = "full"
+            elif key in held and in_use[key] + 1 >= capacity[key]:
+                out[key] = "held back"
+        return out
+
+    def owners_waiting(self) -> Iterable[Any]:
+        for queue in self._queues.values():
+            for waiter in queue.waiters:
+                yield waiter.owner
 
     @property
     def n_waiting(self) -> int:

@@ -1,26 +1,31 @@
-"""The ExecutionManager: admission, planning, the run, hooks and events for each tasklet.
+"""The ExecutionManager: the life of each tasklet, from admission to its last hook.
 
-The life of one tasklet (DESIGN §3):
+The life of one tasklet, as :meth:`ExecutionManager.submit` reads top to bottom:
 
-1. validate (``_admit``, synchronous: nothing is queued or acquired on bad input);
-2. take the global slot and every tagged resource at once (``ResourcePool.acquire``);
-3. bring the system into ``required_initial_state`` (``_bring_to_state``);
-4. run the body under its timeout, with ``before_task_run`` / ``after_task_success``;
-5. on any failure ``after_task_failure``; always release, then ``after_task_run``.
+1. **admit** (synchronous): validate (``_resolve``), record ``tasklet_submitted``, and
+   take every token at once or join the pool's queue (``_limits``);
+2. **wait** for the tokens, if they were not free;
+3. **plan** the state it requires, if any (``_walk``), holding its tokens;
+4. **run** the body under its timeout (``_body``), between ``before_task_run`` and
+   ``after_task_success``;
+5. on any failure, ``after_task_failure`` (``_conclude``); always **release** every
+   token, record the terminal ``after_task_run``, then call its hooks.
 
-The hot path (steps 2 and 4 with nothing to plan) avoids a task group, a cancel scope
-and per-event objects: events go straight into the columnar log, and an ``Event``
-object is only built when a hook listens.
+Every event is recorded and its hooks are called by one path: :meth:`_fire` for the
+hooks registered *when the event happens*. The call site checks whether anyone listens
+(``if by_code[code]``), so an event nobody watches costs one list append.
+
+Cancellation may cut any hook short, never the release or the terminal event.
+``after_task_run`` hooks of a cancelled tasklet get a grace of :data:`HOOK_GRACE_S`
+seconds. A cancellation that lands before the terminal event makes the tasklet
+``cancelled``, everywhere (status, log, handle), even if its body had returned.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import heapq
-import math
+import contextvars
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import CoroutineType, MappingProxyType
@@ -28,9 +33,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 
+from . import _body
+from ._batch import Batch
+from ._checks import describe_error, is_awaitable, one_of, positive_int, seconds, shown
 from ._errors import (
+    ArgumentError,
+    ArgumentTypeError,
     ManagerClosedError,
     ManagerUsageError,
     ResourceTagError,
@@ -39,17 +48,22 @@ from ._errors import (
     TaskletTimeoutError,
     TaskNotFoundError,
 )
-from ._events import _CODE, _EMPTY_X, STATUSES, Event, EventLog
-from ._hooks import HookBus, _is_async
-from ._limits import GLOBAL, ResourcePool
+from ._events import _CODE, _EMPTY_X, STATUSES, Event, _EventWriter
+from ._hooks import HookBus
+from ._limits import ADMISSION_POLICIES, GLOBAL, ResourcePool
+from ._resolve import Resolver
 from ._stats import LimitStatistics, ManagerStatistics, ResourceWait, WaitReport
-from ._tags import check_capacity, check_resource_name, parse_tags
-from ._tasklet import Tasklet, TaskletHandle, cancelled_error, check_seconds
+from ._tags import check_resource_name
+from ._tasklet import Tasklet, TaskletHandle, cancelled_error
+from ._walk import walk
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._plan import Plan
 
-__all__ = ["ExecutionManager", "Executor", "TaskCall"]
+__all__ = ["HOOK_GRACE_S", "ExecutionManager", "Executor", "TaskCall"]
+
+#: How long ``after_task_run`` hooks of a cancelled tasklet may still run (seconds).
+HOOK_GRACE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +93,9 @@ class Executor(Protocol):
 
     async def run(self, call: TaskCall) -> Any: ...
 
+
 _SUBMITTED = _CODE["tasklet_submitted"]
 _ACQUIRED = _CODE["resources_acquired"]
-_CHECK = _CODE["state_check"]
-_PLANNED = _CODE["state_path_planned"]
-_STEP_START = _CODE["state_transition_started"]
-_STEP_END = _CODE["state_transition_finished"]
-_PLANNING_DONE = _CODE["state_planning_finished"]
 _BEFORE = _CODE["before_task_run"]
 _SUCCESS = _CODE["after_task_success"]
 _FAILURE = _CODE["after_task_failure"]
@@ -94,38 +104,33 @@ _AFTER = _CODE["after_task_run"]
 _HOOK_ERROR = _CODE["hook_error"]
 
 _now = time.monotonic
-_NO_NEW: list[tuple[str, int]] = []  # read-only: no capacities to declare
-_NOTHING = object()
-#: A batch worker running tasklets that never suspend yields to the loop this often (s).
-_BATCH_SLICE = 0.002
 _SUCCEEDED_X = ("succeeded", None, None, None, None, None, None, None)
+_TERMINAL = frozenset(STATUSES)
+#: Set while a hook of this manager is awaited in this task: aclose() refuses there.
+_IN_HOOK: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("aura_nb_in_hook", default=None)
 
 
-def _x(
-    status: str | None = None,
-    state_from: str | None = None,
-    state_to: str | None = None,
-    step: int | None = None,
-    duration_s: float | None = None,
-    error: BaseException | None = None,
-    detail: str | None = None,
-) -> tuple[Any, ...]:
-    """The sparse fields of one event, in the log's order."""
-    if error is None:
-        return (status, state_from, state_to, step, duration_s, None, None, detail)
-    return (status, state_from, state_to, step, duration_s, type(error).__name__, str(error), detail)
+def _failure_x(status: str, exc: BaseException, detail: str | None = None) -> tuple[Any, ...]:
+    """The sparse fields of a failure event; a cancellation reads the same on every backend."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return (status, None, None, None, None, "Cancelled", "the tasklet was cancelled", detail)
+    return (status, None, None, None, None, *describe_error(exc), detail)
 
 
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"))
+def _task_id() -> Any:
+    try:
+        return anyio.get_current_task().id
+    except RuntimeError:  # pragma: no cover - no async library running
+        return None
 
 
 class _Run:
-    """The manager's record of one tasklet while (and after) it runs."""
+    """The manager's record of one tasklet while (and just after) it runs."""
 
     __slots__ = (
         "tasklet", "tix", "keys", "fn", "is_async", "plan", "task_label", "status",
         "handle", "timed_out", "planning", "seq0", "waiter", "worker", "on_admit",
+        "body_started", "cancel_requested", "scope", "after_scope", "result",
     )  # fmt: skip
 
     def __init__(
@@ -135,14 +140,30 @@ class _Run:
         self.keys = keys
         self.tix = tix
         self.seq0 = seq0  # the seq of its tasklet_submitted event
-        self.fn, self.is_async, self.plan, self.task_label, _ = resolved
+        fn, self.is_async, self.plan, self.task_label, _ = resolved
+        self.fn = tasklet.task if fn is None else fn
         self.status = "waiting"
         self.handle: TaskletHandle | None = None
         self.timed_out: str | None = None  # the phase whose limit fired
+        self.planning = False
         self.waiter: Any = None  # the pool's waiter, while queued
         self.worker: str | None = None  # where an executor ran the body, if not here
-        self.planning = False
         self.on_admit: Callable[[], None] | None = None  # run_many's: called once admitted after waiting
+        self.body_started: bool | None = None  # known for sync bodies only
+        self.cancel_requested = False
+        self.scope: anyio.CancelScope | None = None  # a started tasklet's own scope
+        self.after_scope: anyio.CancelScope | None = None  # while after_task_run hooks run
+        self.result: Any = None
+
+    def request_cancel(self) -> bool:
+        """A handle's cancel(): True if this changes the outcome (it ends ``cancelled``)."""
+        self.cancel_requested = True
+        decided = self.status in _TERMINAL
+        if self.after_scope is not None:  # its after_task_run hooks get their grace
+            self.after_scope.deadline = min(self.after_scope.deadline, anyio.current_time() + HOOK_GRACE_S)
+        elif self.scope is not None and not decided:
+            self.scope.cancel()
+        return not decided
 
 
 class ExecutionManager:
@@ -151,15 +172,18 @@ class ExecutionManager:
     ``plans``: the :class:`Plan` objects whose tasks and state maps tasklets may use.
     ``max_concurrency``: how many tasklets may plan or run at once. ``capacities``:
     resource capacities declared up front (tags ``name:N`` declare them too; a tag that
-    contradicts a known capacity is a :class:`ResourceTagError`). ``event_log``: a path
-    to also write every event to SQLite, every ``flush_interval`` seconds;
-    ``keep_events=N`` then keeps only about the newest N events in memory (the frames
-    read older ones from the file). ``planning_timeout``: default limit for the
+    contradicts a known capacity is a :class:`ResourceTagError`). ``admission``:
+    ``"fifo"`` (oldest first, the default) or ``"bottleneck"`` (a tasklet of the scarcest
+    free resource may start before older ones, with bounded overtaking; see the README).
+    ``event_log``: a path to also write every event to SQLite, every ``flush_interval``
+    seconds; ``keep_events=N`` then keeps only about the newest N events in memory (the
+    frames read older ones from the file). ``planning_timeout``: default limit for the
     planning phase. ``executor``: where task bodies run (default: here; see
     :class:`Executor`, e.g. ``aura_nb.DaskExecutor``).
 
     Use it as ``async with ExecutionManager(...) as em:``, or call ``await em.aclose()``
-    when done.
+    when done. Every argument is checked before anything is opened: a failed
+    constructor leaves no file, lock or thread behind.
     """
 
     def __init__(
@@ -168,73 +192,75 @@ class ExecutionManager:
         plans: Iterable[Plan] = (),
         max_concurrency: int = 8,
         capacities: Mapping[str, int] | None = None,
+        admission: str = "fifo",
         event_log: str | Any | None = None,
         flush_interval: float = 0.2,
         keep_events: int | None = None,
         planning_timeout: float | None = None,
         executor: Executor | None = None,
     ) -> None:
-        max_concurrency = check_capacity(
-            max_concurrency, where="ExecutionManager(max_concurrency=...)", what="max_concurrency"
+        where = "ExecutionManager"
+        max_concurrency = positive_int(max_concurrency, what="max_concurrency", where=f"{where}(max_concurrency=...)")
+        admission = one_of(admission, ADMISSION_POLICIES, what="admission", where=f"{where}(admission=...)")
+        self.planning_timeout = seconds(
+            planning_timeout, what="planning_timeout", where=f"{where}(planning_timeout=...)"
         )
-        self.planning_timeout = check_seconds(
-            planning_timeout, what="planning_timeout", where="ExecutionManager(planning_timeout=...)"
-        )
-        self._pool = ResourcePool(max_concurrency)
-        self._origin: dict[str, str] = {}
-        if capacities is not None:
-            if not isinstance(capacities, Mapping):
-                raise ResourceTagError(f"capacities {capacities!r} must be a mapping like {{'gpu': 1}}")
-            for name, cap in capacities.items():
-                where = f"capacities[{name!r}]"
-                check_resource_name(name, where=where)
-                self._pool.declare(name, check_capacity(cap, where=where))
-                self._origin[name] = "capacities="
         if executor is not None and not callable(getattr(executor, "run", None)):
-            raise TypeError(f"executor {executor!r} must have an async run(call) method (see aura_nb.core.Executor)")
+            raise ArgumentTypeError(
+                f"{where}(executor=...): {shown(executor)} must have an async run(call) method "
+                "(see aura_nb.core.Executor)"
+            )
+        if isinstance(plans, (str, bytes)) or not isinstance(plans, Iterable):
+            raise ArgumentTypeError(f"{where}(plans=...): {shown(plans)} is not a list of Plan objects, e.g. [plan]")
+        if capacities is not None and not isinstance(capacities, Mapping):
+            raise ArgumentTypeError(
+                f"{where}(capacities=...): capacities {shown(capacities)} must be a mapping like {{'gpu': 1}}"
+            )
+        if keep_events is not None and event_log is None:
+            raise ArgumentError(
+                f"{where}(keep_events={shown(keep_events)}) needs event_log=<path>: only events written to a file "
+                "can leave memory"
+            )
+        self._pool = ResourcePool(max_concurrency, admission=admission)
+        self._resolver = Resolver(self._pool)
+        for name, cap in (capacities or {}).items():
+            at = f"capacities[{shown(name)}]"
+            check_resource_name(name, where=at)
+            cap = positive_int(cap, what="capacity", where=at, error=ResourceTagError)
+            self._resolver.declare(name, cap, f"capacities={{{name!r}: {cap}}}")
+        for plan in list(plans):
+            self._resolver.add_plan(plan)
         #: Where task bodies run: None runs them here (async on the loop, sync in threads).
         self.executor = executor
+        self.admission = admission
         self.hooks = HookBus()
-        if isinstance(plans, (str, bytes)) or not isinstance(plans, Iterable):
-            raise TypeError(f"plans={plans!r}: expected a list of Plan objects, e.g. plans=[plan]")
-        if event_log is not None:
-            self.events = EventLog(event_log, flush_interval=flush_interval, keep=keep_events)
-        elif keep_events is not None:
-            raise ValueError("keep_events= needs event_log=<path>: only events written to a file can leave memory")
-        else:
-            self.events = EventLog()
-        self._plans: dict[str, Plan] = {}
-        for plan in plans:
-            self.add_plan(plan)
-        self._resolved: dict[Any, tuple[Any, ...]] = {}
-        self._keys: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._live: dict[str, _Run] = {}
+        self._batches: list[Batch] = []
         self._counts = dict.fromkeys(STATUSES, 0)
         self._n_planning = 0
         self._n_running = 0
         self._closed = False
+        self._draining = False
         self._idle: anyio.Event | None = None
         self._tg: Any = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._native_asyncio: bool | None = None
+        self._native: bool | None = None  # on asyncio (not trio), known at the first submit
+        # Last: the only step that opens anything (a file, a lock, a thread). The
+        # private writer records; the public log only reads the same rows.
+        if event_log is not None:
+            self._writer = _EventWriter(event_log, flush_interval=flush_interval, keep=keep_events)
+        else:
+            self._writer = _EventWriter()
+        self.events = self._writer.log
 
     # -- configuration ---------------------------------------------------------------
     def add_plan(self, plan: Plan) -> None:
         """Make a plan's tasks and state map available to tasklets (``"plan/task"``)."""
-        from ._plan import Plan
-
-        if not isinstance(plan, Plan):
-            raise TypeError(f"add_plan() takes a Plan, not {type(plan).__name__}")
-        other = self._plans.get(plan.name)
-        if other is not None and other is not plan:
-            raise ValueError(f"a different plan named {plan.name!r} is already registered with this manager")
-        self._plans[plan.name] = plan
-        if hasattr(self, "_resolved"):
-            self._resolved.clear()
+        self._resolver.add_plan(plan)
 
     @property
     def plans(self) -> Mapping[str, Plan]:
-        return MappingProxyType(self._plans)
+        return MappingProxyType(self._resolver.plans)
 
     def set_capacity(self, name: str, capacity: int) -> None:
         """Change (or declare) a resource's capacity, live.
@@ -243,16 +269,15 @@ class ExecutionManager:
         tasklets wait until fewer than ``capacity`` hold it. Tags that state the old
         capacity are refused afterwards (use the bare tag ``name``).
         """
-        where = f"set_capacity({name!r}, {capacity!r})"
+        where = f"set_capacity({shown(name)}, {shown(capacity)})"
         check_resource_name(name, where=where)
-        capacity = check_capacity(capacity, where=where)
-        self._pool.declare(name, capacity)
-        self._origin[name] = "set_capacity()"
-        self._keys.clear()
+        capacity = positive_int(capacity, what="capacity", where=where, error=ResourceTagError)
+        self._resolver.declare(name, capacity, "set_capacity()")
+        self._resolver.keys.clear()
 
     def set_max_concurrency(self, n: int) -> None:
         """Change the global limit, live (same rules as :meth:`set_capacity`)."""
-        n = check_capacity(n, where=f"set_max_concurrency({n!r})", what="max_concurrency")
+        n = positive_int(n, what="max_concurrency", where=f"set_max_concurrency({shown(n)})")
         self._pool.declare(GLOBAL, n)
 
     @property
@@ -263,175 +288,46 @@ class ExecutionManager:
     def capacities(self) -> Mapping[str, int]:
         return MappingProxyType({k: v for k, v in self._pool.capacity.items() if k != GLOBAL})
 
-    # -- validation ------------------------------------------------------------------
-    def _resolve_keys(
-        self, tasklet: Tasklet, pending: Mapping[str, int] | None = None
-    ) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
-        """The pool keys of a tasklet's tags, and the capacities its tags declare anew.
-
-        ``pending``: capacities declared by tags of a batch that is being checked (not
-        in the pool yet); a bare tag may rely on them.
-        """
-        tags = tasklet.resource_tags
-        keys = self._keys.get(tags)
-        if keys is not None:
-            return keys, []
-        capacity = self._pool.capacity
-        new: list[tuple[str, int]] = []
-        out = [GLOBAL]
-        from_batch = False
-        for (name, cap), tag in zip(parse_tags(tags), tags):
-            known = capacity.get(name)
-            if known is None and pending and name in pending:
-                from_batch = True
-                if cap is not None and cap != pending[name]:
-                    raise ResourceTagError(
-                        f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r}): capacity {cap} contradicts "
-                        f"the capacity {pending[name]} of {name!r} written by an earlier tasklet of the same batch; "
-                        f"write the capacity once and use the bare tag {name!r}"
-                    )
-                out.append(name)
-                continue
-            if known is None:
-                if cap is None:
-                    raise ResourceTagError(
-                        f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r}): no capacity is declared "
-                        f"for {name!r}; write '{name}:N' once, or pass capacities={{'{name}': N}} to the manager"
-                    )
-                new.append((name, cap))
-            elif cap is not None and cap != known:
-                raise ResourceTagError(
-                    f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r}): capacity {cap} contradicts "
-                    f"the capacity {known} of {name!r} declared by {self._origin.get(name, 'an earlier tag')}; "
-                    f"use the bare tag {name!r}, or change it deliberately with set_capacity({name!r}, {cap})"
-                )
-            out.append(name)
-        # Two new tags in one tasklet cannot contradict each other: a resource appears once.
-        keys = tuple(out)
-        if not new and not from_batch:  # (a batch's capacities are not declared yet)
-            self._keys[tags] = keys
-        return keys, new
-
-    def _resolve_task(self, tasklet: Tasklet) -> tuple[Any, ...]:
-        """(fn, is_async, plan or None, label, plan name or None) for the tasklet's task."""
-        task = tasklet.task
-        try:
-            hit = self._resolved.get(task)
-        except TypeError:  # an unhashable callable
-            hit = None
-        if hit is not None:
-            return hit
-        if isinstance(task, str):
-            plan_name, slash, bare = task.rpartition("/")
-            if slash and (not bare or not plan_name):
-                raise TaskNotFoundError(
-                    f"tasklet {tasklet.id}: task {task!r}: write 'plan/task' with both parts "
-                    f"(known: {self._known_tasks()})"
-                )
-            if slash:
-                plan = self._plans.get(plan_name)
-                if plan is None:
-                    known = ", ".join(sorted(self._plans)) or "none registered"
-                    raise TaskNotFoundError(
-                        f"tasklet {tasklet.id}: task {task!r}: no plan named {plan_name!r} (plans: {known}); "
-                        "pass it with ExecutionManager(plans=[...]) or em.add_plan(plan)"
-                    )
-                spec = plan.get_task(bare)
-            else:
-                owners = [p for p in self._plans.values() if bare in p.tasks]
-                if len(owners) != 1:
-                    if owners:
-                        which = ", ".join(f"'{p.name}/{bare}'" for p in owners)
-                        raise TaskNotFoundError(f"tasklet {tasklet.id}: task {task!r} is ambiguous: write {which}")
-                    raise TaskNotFoundError(
-                        f"tasklet {tasklet.id}: no task named {task!r} (known: {self._known_tasks()})"
-                    )
-                plan = owners[0]
-                spec = plan.tasks[bare]
-            resolved: tuple[Any, ...] = (spec.fn, spec.is_async, plan, spec.qualified, plan.name)
-        else:
-            owners = [p for p in self._plans.values() if p.spec_for(task) is not None]
-            plan = owners[0] if len(owners) == 1 else None
-            label = owners[0].spec_for(task).qualified if plan is not None else _callable_name(task)
-            resolved = (task, _is_async(task), plan, label, plan.name if plan is not None else None)
-        try:
-            if len(self._resolved) > 10_000:
-                self._resolved.clear()
-            self._resolved[task] = resolved
-        except TypeError:
-            pass
-        return resolved
-
-    def _validate(
-        self, tasklet: Tasklet, pending: Mapping[str, int] | None = None
-    ) -> tuple[tuple[Any, ...], tuple[str, ...], list[tuple[str, int]]]:
-        """Everything submit checks: (resolved task, pool keys, capacities to declare)."""
-        if not isinstance(tasklet, Tasklet):
-            shown = repr(tasklet) if len(repr(tasklet)) <= 80 else repr(tasklet)[:77] + "..."
-            raise TypeError(
-                f"expected an aura_nb Tasklet, got {type(tasklet).__name__} {shown}; describe the run first, "
-                "e.g. an.Tasklet(my_function, params={...}) or an.Tasklet('plan/task')"
-            )
-        resolved = self._resolve_task(tasklet)
-        keys, new = self._resolve_keys(tasklet, pending)
-        state = tasklet.required_initial_state
-        if state is not None:
-            plan = resolved[2]
-            if plan is None:
-                raise TaskletError(
-                    f"tasklet {tasklet.id}: required_initial_state {state!r} needs a plan: register the task with "
-                    "@plan.task and name it 'plan/task'"
-                )
-            if state not in plan.states:
-                known = ", ".join(plan.states) or "no states yet"
-                raise TaskletError(
-                    f"tasklet {tasklet.id}: required_initial_state {state!r} is not a state of plan "
-                    f"{plan.name!r} (known: {known})"
-                )
-        return resolved, keys, new
-
     def validate(self, tasklet: Tasklet) -> None:
         """Raise what ``submit`` would raise for this tasklet, without running it (a dry run)."""
-        self._validate(tasklet)
+        self._resolver.validate(tasklet)
 
-    def _known_tasks(self) -> str:
-        known = [f"{p.name}/{name}" for p in self._plans.values() for name in p.tasks]
-        return ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") or "none registered"
-
-    def _admit(self, tasklet: Tasklet) -> _Run:
-        """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
-        if self._closed:
+    # -- admission -------------------------------------------------------------------
+    def _refuse_if_closed(self, tasklet: Any) -> None:
+        if self._closed and not self._draining:
             raise ManagerClosedError(
                 f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
             )
+
+    def _admit(self, tasklet: Tasklet) -> _Run:
+        """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
+        self._refuse_if_closed(tasklet)
+        resolver = self._resolver
         # Fast path: a known task and tag set, no state to reach (both cached).
-        keys: tuple[str, ...] | None = self._keys.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
+        keys = resolver.keys.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
         resolved = None
         if keys is not None and tasklet.required_initial_state is None:
             try:
-                resolved = self._resolved.get(tasklet.task)
-            except TypeError:
-                pass
-        new: list[tuple[str, int]]
+                resolved = resolver.tasks.get(tasklet.task)
+            except Exception:  # noqa: BLE001 - an unhashable (or hostile) callable: resolve it below
+                resolved = None
         if resolved is None:
-            resolved, keys, new = self._validate(tasklet)
+            resolved, keys, new = resolver.validate(tasklet)
         else:
-            new = _NO_NEW
+            new = None
         if tasklet.id in self._live:
             raise TaskletError(f"tasklet {tasklet.id} is already submitted and not finished; create a new Tasklet")
-        # Everything is valid: only now declare capacities named by tags for the first time.
-        if new:
+        if new:  # everything is valid: only now declare capacities named for the first time
             for name, cap in new:
-                self._pool.declare(name, cap)
-                self._origin[name] = f"tag '{name}:{cap}' (tasklet {tasklet.id})"
-            self._keys[tasklet.resource_tags] = keys  # type: ignore[assignment]  # set by _validate
-        tix, seq0 = self.events.add_submitted(
+                resolver.declare(name, cap, f"tag '{name}:{cap}' (tasklet {tasklet.id})")
+            resolver.keys[tasklet.resource_tags] = keys
+        tix, seq0 = self._writer.add_submitted(
             (tasklet.id, tasklet.name, resolved[3], resolved[4], ",".join(tasklet.resource_tags)), _SUBMITTED, _now()
         )
         run = self._live[tasklet.id] = _Run(tasklet, keys, resolved, tix, seq0)  # type: ignore[arg-type]
         return run
 
-    # -- running ---------------------------------------------------------------------
+    # -- the life of a tasklet -----------------------------------------------------------
     async def submit(self, tasklet: Tasklet) -> Any:
         """Run a tasklet to its end; return the task's result or raise.
 
@@ -439,32 +335,73 @@ class ExecutionManager:
         limit fires, :class:`StatePlanningError` when the state cannot be reached; a
         cancellation propagates after the hooks ran and every resource was released.
         """
-        # One coroutine per tasklet, not two: start() hands its pre-admitted _Run here.
-        if type(tasklet) is _Run:
+        # This is the hot path, deliberately one function that reads like the
+        # flowchart; everything uncommon is a call away. (Benchmark rows: throughput.)
+        if type(tasklet) is _Run:  # start() and run_many() admitted it already
             run = tasklet
         else:
             run = self._admit(tasklet)
             run.waiter = self._pool.try_acquire(run.keys, run)
-        if self._native_asyncio is None:
-            try:
-                self._native_asyncio = asyncio.current_task() is not None
-            except RuntimeError:  # trio
-                self._native_asyncio = False
-        hooks = self.hooks.by_code
-        sync_only = self.hooks.sync_only
-        log = self.events
+        if self._native is None:
+            self._native = _on_asyncio()
+        by_code = self.hooks.by_code
+        rec = self._writer
         tix = run.tix
-        waiter, run.waiter = run.waiter, None
+        tasklet = run.tasklet
+        # 1-2. Admitted, and every token taken at once (waiting if they were not free).
+        if run.waiter is not None or by_code[_SUBMITTED]:
+            await self._wait_for_tokens(run)
+            run.waiter = None
+        try:
+            # 3. Plan the state, if it needs one; then before_task_run.
+            if by_code[_ACQUIRED] or tasklet.required_initial_state is not None or run.cancel_requested:
+                t_run = await self._prepare(run)
+            else:
+                run.status = "running"
+                self._n_running += 1
+                seq = rec.record_pair(_ACQUIRED, _BEFORE, tix, t_run := _now())
+                if by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, _EMPTY_X)) is not None:
+                    await aw
+            # 4. The body, under its timeout.
+            if run.is_async and tasklet.timeout is None and self.executor is None:
+                params = tasklet.params
+                out = run.fn(**params) if params else run.fn()
+                result = await out if type(out) is CoroutineType else await _body.awaited(out)
+            else:
+                result = await self._call_body(run, t_run)
+            if run.worker is None:
+                x = _EMPTY_X
+                seq = rec.record(_SUCCESS, tix, _now())
+            else:
+                x = (None, None, None, None, None, None, None, run.worker)
+                seq = rec.record_x(_SUCCESS, tix, _now(), x)
+            if by_code[_SUCCESS] and (aw := self._fire(_SUCCESS, seq, run, x, result=result)) is not None:
+                await aw
+        except BaseException as exc:
+            # 5. Any failure: after_task_failure, release, after_task_run.
+            await self._conclude(run, exc, holding=True)
+            raise
+        # 5. Success: release, then the terminal event and its hooks.
+        self._pool.release(run.keys)
+        if by_code[_RELEASED]:
+            return await self._released_then_end(run, result)
+        self._end(run, "succeeded")
+        seq = rec.record_pair(_RELEASED, _AFTER, tix, _now(), _SUCCEEDED_X)
+        if by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, _SUCCEEDED_X, result=result)) is not None:
+            await self._after_hooks(run, aw, result)
+        self._forget(run)
+        return result
+
+    async def _wait_for_tokens(self, run: _Run) -> None:
+        """``tasklet_submitted`` hooks, then wait in the pool's queue if the tokens were busy."""
+        waiter = run.waiter  # kept on the run while it waits: why() asks the pool about it
         waiting = False
         try:
-            if hooks[_SUBMITTED]:
-                if sync_only[_SUBMITTED]:
-                    self._fire_sync(_SUBMITTED, run.seq0, run)
-                else:
-                    await self._fire(_SUBMITTED, run.seq0, run)
+            if self.hooks.by_code[_SUBMITTED] and (aw := self._fire(_SUBMITTED, run.seq0, run)) is not None:
+                await aw
             if waiter is not None:
                 waiting = True
-                await self._pool.wait(waiter)  # cleans up after itself when cancelled
+                await self._pool.wait(waiter)  # leaves nothing behind when cancelled
                 if run.on_admit is not None:
                     run.on_admit()
         except BaseException as exc:
@@ -475,122 +412,227 @@ class ExecutionManager:
                 self._pool.cancel_waiter(waiter)
             await self._conclude(run, exc, holding=waiter is None)
             raise
+
+    async def _prepare(self, run: _Run) -> float:
+        """Between taking the tokens and the body: ``resources_acquired``, planning, ``before_task_run``."""
+        if run.cancel_requested:
+            await anyio.lowlevel.checkpoint()  # cancelled before its task ran: stop here
+        await self._event(_ACQUIRED, run)
+        if run.tasklet.required_initial_state is not None:
+            await self._plan_state(run)
+        run.status = "running"
+        self._n_running += 1
+        seq = self._writer.record(_BEFORE, run.tix, t_run := _now())
+        if self.hooks.by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, _EMPTY_X)) is not None:
+            await aw
+        return t_run
+
+    async def _plan_state(self, run: _Run) -> None:
+        run.status = "planning"
+        run.planning = True
+        self._n_planning += 1
+        limit = run.tasklet.planning_timeout or self.planning_timeout
+        if limit is None:
+            await walk(self, run)
+        else:
+            with anyio.move_on_after(limit) as scope:
+                await walk(self, run)
+            if scope.cancelled_caught:
+                run.timed_out = "planning"
+                raise _body.timeout_error(run, "planning", limit)
+        self._n_planning -= 1
+        run.planning = False
+
+    async def _call_body(self, run: _Run, t_run: float) -> Any:
+        """Every body but the plainest (async, no timeout, here): see ``_body``."""
         tasklet = run.tasklet
-        # The common case: nothing to do between acquiring and running (no hook on
-        # resources_acquired, no state to reach): both events at once.
-        direct = not hooks[_ACQUIRED] and tasklet.required_initial_state is None and run.handle is None
-        if direct:
-            run.status = "running"
-            self._n_running += 1
-            seq = log.record_pair(_ACQUIRED, _BEFORE, tix, t_run := _now())
-        else:
-            seq = log.record(_ACQUIRED, tix, _now())
-        try:
-            if not direct:
-                if run.handle is not None and run.handle._cancel_requested:
-                    await anyio.lowlevel.checkpoint()  # cancelled before its task ran: stop here
-                if hooks[_ACQUIRED]:
-                    if sync_only[_ACQUIRED]:
-                        self._fire_sync(_ACQUIRED, seq, run)
-                    else:
-                        await self._fire(_ACQUIRED, seq, run)
-                if tasklet.required_initial_state is not None:
-                    await self._bring_to_state(run)
-                run.status = "running"
-                self._n_running += 1
-                seq = log.record(_BEFORE, tix, t_run := _now())
-            if hooks[_BEFORE]:
-                if sync_only[_BEFORE]:  # the three Aura hooks are called inline: no extra frame
-                    event = Event(log, seq, _EMPTY_X, tasklet)
-                    for fn, _ in hooks[_BEFORE]:
-                        try:
-                            fn(event)
-                        except Exception as exc:
-                            self._sync_hook_raised(fn, event, run, exc)
-                else:
-                    await self._fire(_BEFORE, seq, run, _EMPTY_X)
-            params = tasklet.params
-            if self.executor is not None:
-                result = await self._call_executor(run)
-            elif not run.is_async:
-                result = await self._call_sync_body(run)
-            elif tasklet.timeout is None:  # the common cases inline: no extra frame
-                result = await (run.fn(**params) if params else run.fn())
-            elif not self._native_asyncio:  # trio: an anyio cancel scope bounds the body
-                # (entered before the body: trio's scopes must nest with the body's own)
-                with anyio.move_on_after(tasklet.timeout) as scope:
-                    result = await run.fn(**params)
-                if scope.cancelled_caught:
-                    run.timed_out = "run"
-                    raise self._timeout_error(run, "run", tasklet.timeout)
-            else:
-                # asyncio: the timer is armed only if the body suspends. One that returns
-                # without suspending could not have been interrupted anyway, and arming
-                # a timer costs more than a no-op task. The deadline counts from t_run.
-                coro = run.fn(**params) if params else run.fn()
-                if type(coro) is not CoroutineType:  # another kind of awaitable
-                    coro = _awaited(coro)
-                try:
-                    first = coro.send(None)
-                except StopIteration as done:
-                    result = done.value
-                else:
-                    result = await self._rest_under_timeout(run, coro, first, t_run)
-            if run.worker is None:
-                x = _EMPTY_X
-                seq = log.record(_SUCCESS, tix, _now())
-            else:
-                x = _x(detail=run.worker)
-                seq = log.record_x(_SUCCESS, tix, _now(), x)
-            if hooks[_SUCCESS]:
-                if sync_only[_SUCCESS]:
-                    event = Event(log, seq, x, tasklet, None, None, result)
-                    for fn, _ in hooks[_SUCCESS]:
-                        try:
-                            fn(event)
-                        except Exception as exc:
-                            self._sync_hook_raised(fn, event, run, exc)
-                else:
-                    await self._fire(_SUCCESS, seq, run, x, result=result)
-        except BaseException as exc:
-            await self._conclude(run, exc, holding=True)
-            raise
-        # Success: release, then after_task_run.
-        self._pool.release(run.keys)
-        run.status = "succeeded"
-        x = _SUCCEEDED_X
+        if self.executor is not None:
+
+            def note_worker(address: str) -> None:
+                run.worker = address
+
+            call = TaskCall(run.fn, tasklet.params, run.is_async, tasklet, run.keys[1:], note_worker)
+            return await _body.call_executor(run, self.executor, call)
+        if not run.is_async:
+            return await _body.call_sync(run, run.fn, tasklet.params)
+        if tasklet.timeout is None:
+            return await _body.awaited(run.fn(**tasklet.params))
+        return await _body.call_async_timed(run, run.fn, tasklet.params, t_run, bool(self._native))
+
+    async def _released_then_end(self, run: _Run, result: Any) -> Any:
+        """The success path when ``resources_released`` has hooks (tokens already back)."""
+        seq = self._writer.record(_RELEASED, run.tix, _now())
         pending: BaseException | None = None
-        if hooks[_RELEASED]:
-            seq = log.record(_RELEASED, tix, _now())
-            try:
-                if sync_only[_RELEASED]:
-                    self._fire_sync(_RELEASED, seq, run)
-                else:
-                    await self._fire(_RELEASED, seq, run)
-            except BaseException as exc:
-                # A cancelled resources_released hook must not lose the tasklet: it
-                # still ends and after_task_run still fires, then the cancellation goes on.
-                pending = exc
-            self._end(run)
-            seq = log.record_x(_AFTER, tix, _now(), x)
-        else:
-            self._end(run)
-            seq = log.record_pair(_RELEASED, _AFTER, tix, _now(), x)
-        if hooks[_AFTER]:
-            if sync_only[_AFTER]:
-                event = Event(log, seq, x, tasklet, None, None, result)
-                for fn, _ in hooks[_AFTER]:
-                    try:
-                        fn(event)
-                    except Exception as exc:
-                        self._sync_hook_raised(fn, event, run, exc)
-            else:
-                with anyio.CancelScope(shield=True):
-                    await self._fire(_AFTER, seq, run, x, result=result)
+        try:
+            if (aw := self._fire(_RELEASED, seq, run)) is not None:
+                await aw
+        except BaseException as exc:  # cut short: the tasklet still ends, then it goes on
+            pending = exc
+        cancelled = pending is not None and isinstance(pending, anyio.get_cancelled_exc_class())
+        status = "cancelled" if cancelled else "succeeded"
+        x = _failure_x(status, pending) if cancelled else _SUCCEEDED_X  # type: ignore[arg-type]
+        self._end(run, status)
+        seq = self._writer.record_x(_AFTER, run.tix, _now(), x)
+        if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, result=result)) is not None:
+            await self._after_hooks(run, aw, result)
+        self._forget(run)
         if pending is not None:
             raise pending
         return result
 
+    async def _conclude(self, run: _Run, exc: BaseException, *, holding: bool) -> None:
+        """The failure path: ``after_task_failure``, release, ``after_task_run``.
+
+        The caller re-raises ``exc``, unless a cancellation cut a hook short here: then
+        that cancellation is raised (after everything was released and recorded).
+        """
+        status = self._status_of(run, exc, holding)
+        if run.status == "running":
+            self._n_running -= 1
+        elif run.status == "planning":
+            self._n_planning -= 1
+        run.status = "ending"
+        rec, tix = self._writer, run.tix
+        pending: BaseException | None = None
+        # Only hooks can be cut short, never the release or the terminal event: the
+        # bookkeeping sits in `finally` blocks and is synchronous.
+        try:
+            seq = rec.record_x(_FAILURE, tix, _now(), _failure_x(status, exc, run.worker))
+            if self.hooks.by_code[_FAILURE] and (aw := self._fire(_FAILURE, seq, run, error=exc)) is not None:
+                await aw  # still holding, as in Aura
+        except BaseException as late:
+            pending = late
+        finally:
+            if holding:
+                self._pool.release(run.keys)
+        if holding:
+            seq = rec.record(_RELEASED, tix, _now())
+            try:
+                if self.hooks.by_code[_RELEASED] and (aw := self._fire(_RELEASED, seq, run)) is not None:
+                    await aw
+            except BaseException as late:
+                pending = pending or late
+        if pending is not None and isinstance(pending, anyio.get_cancelled_exc_class()):
+            status = "cancelled"
+        self._end(run, status)
+        x = _failure_x(status, exc)
+        seq = rec.record_x(_AFTER, tix, _now(), x)
+        try:
+            if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, error=exc)) is not None:
+                await self._after_hooks(run, aw, None)
+        finally:
+            self._forget(run)
+        if pending is not None and pending is not exc:
+            raise pending
+
+    def _status_of(self, run: _Run, exc: BaseException, holding: bool) -> str:
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            return "cancelled"
+        if run.timed_out is not None and isinstance(exc, TaskletTimeoutError):
+            return "timeout"
+        if run.planning and isinstance(exc, StatePlanningError):
+            return "planning_failed"
+        if isinstance(exc, ManagerClosedError) and not holding:
+            return "cancelled"
+        return "failed"
+
+    async def _after_hooks(self, run: _Run, aw: Any, result: Any) -> None:
+        """Await ``after_task_run`` hooks: shielded, with a grace once cancelled."""
+        run.result = result
+        with anyio.CancelScope(shield=True) as scope:
+            if run.status == "cancelled" or run.cancel_requested:
+                scope.deadline = anyio.current_time() + HOOK_GRACE_S
+            run.after_scope = scope
+            try:
+                await aw
+            finally:
+                run.after_scope = None
+
+    def _end(self, run: _Run, status: str) -> None:
+        """The outcome is decided: count it (the terminal event comes next)."""
+        if run.status == "running":
+            self._n_running -= 1
+        run.status = status
+        self._counts[status] += 1
+
+    def _forget(self, run: _Run) -> None:
+        """The tasklet's last hook returned: it is no longer live."""
+        del self._live[run.tasklet.id]
+        if not self._live and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    # -- events and hooks ----------------------------------------------------------------
+    async def _event(
+        self, code: int, run: _Run, x: tuple[Any, ...] | None = None, *,
+        path: Any = None, error: BaseException | None = None,
+    ) -> int:  # fmt: skip
+        """Record an event and call its hooks (the uncommon events' one-liner)."""
+        rec = self._writer
+        seq = rec.record(code, run.tix, _now()) if x is None else rec.record_x(code, run.tix, _now(), x)
+        if self.hooks.by_code[code] and (aw := self._fire(code, seq, run, x, path=path, error=error)) is not None:
+            await aw
+        return seq
+
+    def _fire(
+        self, code: int, seq: int, run: _Run, x: tuple[Any, ...] | None = None, *,
+        result: Any = None, error: BaseException | None = None, path: Any = None,
+    ) -> Any:  # fmt: skip
+        """Call the hooks registered for this event now; None, or an awaitable for the rest.
+
+        This is the one loop that calls hooks. A sync hook is called; whatever returns
+        an awaitable (an ``async def`` hook, a lambda returning a coroutine) is awaited,
+        with the later hooks, by the awaitable returned here. A hook that raises becomes
+        a ``hook_error`` event and changes nothing else.
+        """
+        hooks = self.hooks.by_code[code]
+        event = Event(self.events, seq, x, run.tasklet, error, path, result)
+        for i, fn in enumerate(hooks):
+            out, fn = self._call_hook(fn, event, run, code)
+            if out is not None and is_awaitable(out):
+                return self._fire_rest(out, fn, hooks, i + 1, event, run, code)
+        return None
+
+    def _call_hook(self, fn: Any, event: Event, run: _Run, code: int) -> tuple[Any, Any]:
+        """(what the hook returned, fn), or (the hook_error hooks' awaitable or None, None) if it raised."""
+        try:
+            return fn(event), fn
+        except Exception as exc:
+            return self._hook_raised(fn, event, run, exc, code), None
+
+    async def _fire_rest(
+        self, out: Any, fn: Any, hooks: tuple[Any, ...], start: int, event: Event, run: _Run, code: int
+    ) -> None:
+        token = _IN_HOOK.set((self, _task_id()))  # aclose() in here would wait for itself
+        try:
+            await self._settle(out, fn, event, run, code)
+            for fn in hooks[start:]:
+                out, fn = self._call_hook(fn, event, run, code)
+                if out is not None and is_awaitable(out):
+                    await self._settle(out, fn, event, run, code)
+        finally:
+            _IN_HOOK.reset(token)
+
+    async def _settle(self, out: Any, fn: Any, event: Event, run: _Run, code: int) -> None:
+        if fn is None:  # the hook_error hooks' own awaitable: it handles its errors
+            await out
+            return
+        try:
+            await out
+        except Exception as exc:
+            if (aw := self._hook_raised(fn, event, run, exc, code)) is not None:
+                await aw
+
+    def _hook_raised(self, fn: Any, event: Event, run: _Run, exc: Exception, code: int) -> Any:
+        """Record ``hook_error`` (and call its hooks, unless a hook_error hook raised)."""
+        detail = f"{event.event} hook {_body_name(fn)}"
+        x = (None, None, None, None, None, *describe_error(exc), detail)
+        seq = self._writer.record_x(_HOOK_ERROR, run.tix, _now(), x)
+        if code == _HOOK_ERROR or not self.hooks.by_code[_HOOK_ERROR]:
+            return None
+        return self._fire(_HOOK_ERROR, seq, run, x, error=exc)
+
+    # -- other ways in -----------------------------------------------------------------
     def start(self, tasklet: Tasklet) -> TaskletHandle:
         """Start a tasklet in the background; returns its :class:`TaskletHandle` at once.
 
@@ -598,33 +640,53 @@ class ExecutionManager:
         task group; otherwise (asyncio only, e.g. a Jupyter cell) it runs in a task of
         the running loop, referenced by the manager until it ends.
         """
-        if self._closed:
-            raise ManagerClosedError(
-                f"tasklet {getattr(tasklet, 'id', '?')}: this ExecutionManager is closed; create a new one"
-            )
-        spawn: Callable[..., Any]
-        if self._tg is not None:
-            spawn = self._tg.start_soon
-        else:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                raise ManagerUsageError(
-                    "start() needs a running event loop: call it from async code. On trio, enter the manager "
-                    "first: `async with ExecutionManager(...) as em:`"
-                ) from None
-
-            def spawn(fn: Callable[..., Any], *args: Any) -> None:
-                task = loop.create_task(fn(*args))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-
+        self._refuse_if_closed(tasklet)
+        spawn = self._spawner()
         run = self._admit(tasklet)
         handle = run.handle = TaskletHandle(tasklet, run)
         # Queue now: the tasklet's place is fixed by start(), not by when its task runs.
         run.waiter = self._pool.try_acquire(run.keys, run)
         spawn(self._run_handle, handle, run)
         return handle
+
+    def _spawner(self) -> Callable[..., Any]:
+        if self._tg is not None:
+            return self._tg.start_soon  # type: ignore[no-any-return]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ManagerUsageError(
+                "start() needs a running event loop: call it from async code. On trio, enter the manager "
+                "first: `async with ExecutionManager(...) as em:`"
+            ) from None
+
+        def spawn(fn: Callable[..., Any], *args: Any) -> None:
+            task = loop.create_task(fn(*args))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        return spawn
+
+    async def _run_handle(self, handle: TaskletHandle, run: _Run) -> None:
+        with anyio.CancelScope() as scope:
+            run.scope = scope
+            if run.cancel_requested:
+                scope.cancel()
+            try:
+                result = await self.submit(run)  # type: ignore[arg-type]
+            except BaseException as exc:
+                # One truth: the outcome the log recorded. Never hand the backend's
+                # cancellation to whoever awaits the handle: they were not cancelled.
+                if run.status == "succeeded":
+                    handle._finish(run.result, None)
+                elif run.status == "cancelled" or isinstance(exc, anyio.get_cancelled_exc_class()):
+                    handle._finish(None, cancelled_error(run.tasklet))
+                else:
+                    handle._finish(None, exc)
+                if isinstance(exc, Exception):
+                    return  # kept in the handle: a failing tasklet must not tear down the task group
+                raise
+            handle._finish(result, None)
 
     async def run_many(self, tasklets: Iterable[Tasklet], *, return_exceptions: bool = False) -> list[Any]:
         """Run a batch of tasklets, as many at once as the limits allow; their results in order.
@@ -638,8 +700,8 @@ class ExecutionManager:
         costs no task per tasklet. When a tasklet must wait for a busy resource, the
         tasklets behind it with the same tags wait in the batch (they would queue
         behind it anyway) while the others go on. A tasklet not fed yet is not
-        submitted yet: it has no events, and work submitted elsewhere meanwhile may
-        go first.
+        submitted yet: it has no events (``why()`` says ``"batched"``), and work
+        submitted elsewhere meanwhile may go first.
 
         Every tasklet runs to its end even when others fail. Then, if some failed,
         the first failure (in batch order) is raised, with a note that counts them;
@@ -650,598 +712,102 @@ class ExecutionManager:
         every 2 ms, so tasklets that never suspend may go on for up to that long.)
         Tasklets of a batch have no handles: use :meth:`start` to cancel one by one.
         """
-        batch, groups = self._check_batch(tasklets)
-        n = len(batch)
-        results: list[Any] = [None] * n
-        failed: list[int] = []
-        pool = self._pool
-        # The next tasklet of every group (same tags) that may be fed, by batch position.
-        # A group whose fed tasklet waits in the pool is out of the heap until admitted.
-        heads = [(queue[0], tags) for tags, queue in groups.items()]
-        heapq.heapify(heads)
-        unstarted = 0  # workers spawned that have not picked a tasklet yet
-        stopping = False  # the batch is being cancelled
-
-        def next_of(tags: tuple[str, ...]) -> None:
-            queue = groups[tags]
-            if queue:
-                heapq.heappush(heads, (queue[0], tags))
-
-        def more_workers() -> None:
-            # One helper is always ready while tasklets remain unfed: it runs as soon as
-            # every other worker is suspended (in a tasklet, or waiting in the pool), so
-            # slots freed by anyone (or a larger max_concurrency) never sit idle. Workers
-            # stay bounded: each one runs an admitted tasklet or holds its group's place
-            # in the pool's queue.
-            nonlocal unstarted
-            if heads and not unstarted and not stopping:
-                unstarted += 1
-                tg.start_soon(worker)
-
-        def admitted(tags: tuple[str, ...], run: _Run) -> None:
-            run.on_admit = None
-            next_of(tags)
-            more_workers()
-
-        async def worker() -> None:
-            nonlocal unstarted, stopping
-            unstarted -= 1
-            if anyio.current_effective_deadline() == -math.inf:
-                stopping = True  # a helper started after the batch was cancelled
-                return
-            since = _now()
-            while heads and not stopping:
-                i, tags = heads[0]
-                queue = groups[tags]
-                queue.popleft()
-                try:
-                    run = self._admit(batch[i])
-                except Exception as exc:  # e.g. the manager was closed meanwhile
-                    heapq.heappop(heads)
-                    next_of(tags)
-                    results[i] = exc
-                    failed.append(i)
-                    continue
-                waiter = run.waiter = pool.try_acquire(run.keys, run)
-                if waiter is None or waiter.admitted:
-                    if queue:  # the next of its group may be fed at once
-                        heapq.heapreplace(heads, (queue[0], tags))
-                    else:
-                        heapq.heappop(heads)
-                else:
-                    # It waits in the pool's queue (here, inline); its group waits behind it.
-                    heapq.heappop(heads)
-                    run.on_admit = functools.partial(admitted, tags, run)
-                if not unstarted and heads:
-                    more_workers()
-                try:
-                    results[i] = await self.submit(run)  # type: ignore[arg-type]
-                except Exception as exc:
-                    results[i] = exc
-                    failed.append(i)
-                except BaseException as exc:
-                    if isinstance(exc, cancelled_cls) and not _cancel_requested():
-                        # A body raised a stray cancellation (e.g. it awaited a future
-                        # someone cancelled): that tasklet's outcome, not the batch's.
-                        results[i] = cancelled_error(batch[i])
-                        failed.append(i)
-                    elif isinstance(exc, cancelled_cls):
-                        # The batch is cancelled: feed no more, even to a worker whose
-                        # tasklets never reach a checkpoint.
-                        stopping = True
-                        raise
-                    else:  # KeyboardInterrupt, SystemExit...: stop, re-raised as it is below
-                        stopping = True
-                        fatal.append(exc)
-                        tg.cancel_scope.cancel()
-                        return
-                finally:
-                    if run.on_admit is not None:  # it ended without being admitted
-                        run.on_admit()
-                if _now() - since > _BATCH_SLICE:
-                    # Tasklets that never suspend would otherwise starve the loop.
-                    try:
-                        await anyio.lowlevel.checkpoint()
-                    except BaseException:
-                        stopping = True
-                        raise
-                    since = _now()
-
-        cancelled_cls = anyio.get_cancelled_exc_class()
-        fatal: list[BaseException] = []
-        if n:
-            async with anyio.create_task_group() as tg:  # helpers, spawned as needed
-                unstarted = 1
-                await worker()  # the first worker is this task
-            if fatal:
-                raise fatal[0]
-        if failed and not return_exceptions:
-            first = min(failed)
-            exc = results[first]
-            exc.add_note(
-                f"run_many: the tasklet at position {first} of the batch of {n} failed"
-                + (f", and {len(failed) - 1} more" if len(failed) > 1 else "")
-                + "; every tasklet ran to its end. run_many(..., return_exceptions=True) returns every outcome."
-            )
-            raise exc
-        return results
-
-    def _check_batch(self, tasklets: Iterable[Tasklet]) -> tuple[list[Tasklet], dict[tuple[str, ...], deque[int]]]:
-        """Everything ``run_many`` can check before anything starts."""
-        if self._closed:
+        if self._closed and not self._draining:
             raise ManagerClosedError("run_many: this ExecutionManager is closed; create a new one")
-        if isinstance(tasklets, (Tasklet, str, bytes)) or not isinstance(tasklets, Iterable):
-            raise TypeError(
-                f"run_many() takes an iterable of Tasklets, e.g. [an.Tasklet(f) for _ in range(10)], "
-                f"not {type(tasklets).__name__} {tasklets!r:.80}"
-            )
-        batch = list(tasklets)
-        n = len(batch)
-        pending: dict[str, int] = {}  # capacities the batch's tags declare (not in the pool yet)
-        tag_sets: set[tuple[str, ...]] = set()  # checked already in this batch (declaring nothing yet)
-        resolved = self._resolved
-        last_task: Any = _NOTHING  # the task and tags of the previous tasklet, known good
-        last_tags: Any = _NOTHING
-        one_group = True
-        i = 0
-
-        def note(exc: BaseException) -> BaseException:
-            exc.add_note(f"run_many: the tasklet at position {i} of the batch of {n}; nothing was started")
-            return exc
-
-        for i, tasklet in enumerate(batch):  # noqa: B007 - note() reads i
-            if type(tasklet) is Tasklet and tasklet.required_initial_state is None:
-                if tasklet.task is last_task and tasklet.resource_tags == last_tags:
-                    continue
-                if tasklet.resource_tags in tag_sets and not _uncached(resolved, tasklet.task):
-                    new = _NO_NEW
-                else:
-                    try:
-                        _, _, new = self._validate(tasklet, pending)
-                    except Exception as exc:
-                        raise note(exc) from None
-                    tag_sets.add(tasklet.resource_tags)
-                if last_tags is not _NOTHING and tasklet.resource_tags != last_tags:
-                    one_group = False
-                last_task, last_tags = tasklet.task, tasklet.resource_tags
-            else:
-                try:
-                    _, _, new = self._validate(tasklet, pending)
-                except Exception as exc:
-                    raise note(exc) from None
-                one_group = False
-            for name, cap in new:  # later tags of the batch are checked against these
-                pending[name] = cap
-        ids = [tasklet.id for tasklet in batch]
-        seen = set(ids)
-        if len(seen) != n or not seen.isdisjoint(self._live):
-            first: set[str] = set()
-            for i, tasklet_id in enumerate(ids):  # noqa: B007 - note() reads i
-                if tasklet_id in first or tasklet_id in self._live:
-                    raise note(
-                        TaskletError(
-                            f"tasklet {tasklet_id} is already "
-                            + ("in this batch" if tasklet_id in first else "submitted and not finished")
-                            + "; a batch needs a new Tasklet per run"
-                        )
-                    )
-                first.add(tasklet_id)
-        groups: dict[tuple[str, ...], deque[int]] = {}  # batch positions by tags, in order
-        if one_group and n:
-            groups[batch[0].resource_tags] = deque(range(n))
-        else:
-            for i, tasklet in enumerate(batch):
-                group = groups.get(tasklet.resource_tags)
-                if group is None:
-                    group = groups[tasklet.resource_tags] = deque()
-                group.append(i)
-        return batch, groups
-
-    async def _run_handle(self, handle: TaskletHandle, run: _Run) -> None:
-        with anyio.CancelScope() as scope:
-            handle._scope = scope
-            if handle._cancel_requested:
-                scope.cancel()
-            try:
-                result = await self.submit(run)  # type: ignore[arg-type]
-            except BaseException as exc:
-                # Never hand the backend's cancellation to whoever awaits the handle:
-                # they were not cancelled (this can happen after the body succeeded,
-                # when a hook of the success path is cancelled).
-                cancelled = run.status == "cancelled" or isinstance(exc, anyio.get_cancelled_exc_class())
-                handle._finish(None, cancelled_error(run.tasklet) if cancelled else exc)
-                if isinstance(exc, Exception):
-                    return  # kept in the handle: a failing tasklet must not tear down the task group
-                raise
-            handle._finish(result, None)
-
-    async def _rest_under_timeout(self, run: _Run, coro: Any, first: Any, t_run: float) -> Any:
-        """On asyncio: the rest of a suspended body, under the tasklet's timeout from ``t_run``."""
-        limit = run.tasklet.timeout
-        assert limit is not None  # only called for a tasklet with a timeout
-        # asyncio.timeout (not an anyio scope): it does not care how it nests with
-        # scopes the body entered before suspending, and costs half as much.
-        cm = asyncio.timeout(max(limit - (_now() - t_run), 0.0))
+        batch = Batch(self, *self._resolver.check_batch(tasklets, self._live))
+        self._batches.append(batch)
         try:
-            async with cm:
-                return await _Resume(coro, first)
-        except TimeoutError:
-            if cm.expired():
-                run.timed_out = "run"
-                raise self._timeout_error(run, "run", limit) from None
-            raise
-
-    async def _call_executor(self, run: _Run) -> Any:
-        """Run the body on ``self.executor`` under the tasklet's timeout."""
-        tasklet = run.tasklet
-
-        def note_worker(address: str) -> None:
-            run.worker = address
-
-        call = TaskCall(run.fn, tasklet.params, run.is_async, tasklet, run.keys[1:], note_worker)
-        limit = tasklet.timeout
-        if limit is None:
-            return await self.executor.run(call)
-        with anyio.move_on_after(limit):
-            return await self.executor.run(call)
-        run.timed_out = "run"
-        raise self._timeout_error(run, "run", limit)
-
-    async def _call_sync_body(self, run: _Run) -> Any:
-        """A sync task body, in a worker thread, under the tasklet's timeout."""
-        tasklet = run.tasklet
-        limit = tasklet.timeout
-        call = functools.partial(run.fn, **tasklet.params) if tasklet.params else run.fn
-        if limit is None:
-            return await _in_thread(call)
-        # A thread cannot be interrupted: the tasklet keeps its tokens until the thread
-        # returns. Whether it ran over is measured in the thread itself, so a busy
-        # event loop noticing the deadline late does not invent a timeout.
-        outcome: list[Any] = []
-
-        def timed() -> None:
-            t0 = _now()
-            value = call()
-            outcome.extend((value, _now() - t0))
-
-        with anyio.move_on_after(limit):
-            await _in_thread(timed)
-        if not outcome or outcome[1] > limit:
-            run.timed_out = "run"
-            raise self._timeout_error(run, "run", limit)
-        return outcome[0]
-
-    @staticmethod
-    def _timeout_error(run: _Run, phase: str, limit: float) -> TaskletTimeoutError:
-        what = "its task" if phase == "run" else "planning its state"
-        extra = "" if run.is_async or phase != "run" else " (a sync task cannot be interrupted: it ran to its end)"
-        return TaskletTimeoutError(
-            f"tasklet {run.tasklet.id} ({run.tasklet.name!r}): {what} took longer than its {phase} limit of "
-            f"{limit:g} s{extra}",
-            phase=phase,
-            limit=limit,
-            tasklet_id=run.tasklet.id,
-        )
-
-    async def _conclude(self, run: _Run, exc: BaseException, *, holding: bool) -> None:
-        """The failure path: classify, fire hooks, release, ``after_task_run``.
-
-        The caller re-raises ``exc`` unchanged. Shielded, so that a cancelled
-        tasklet still reports and releases everything before the cancellation goes on.
-        """
-        cancelled_cls = anyio.get_cancelled_exc_class()
-        if isinstance(exc, cancelled_cls):
-            status = "cancelled"
-        elif run.timed_out is not None and isinstance(exc, TaskletTimeoutError):
-            status = "timeout"
-        elif run.planning and isinstance(exc, StatePlanningError):
-            status = "planning_failed"
-        elif isinstance(exc, ManagerClosedError) and not holding:
-            status = "cancelled"
-        else:
-            status = "failed"
-        if run.status == "running":
-            self._n_running -= 1
-        elif run.status == "planning":
-            self._n_planning -= 1
-        run.status = status
-        hooks = self.hooks.by_code
-        log = self.events
-        tix = run.tix
-        # The shield holds off anyio/trio cancellation; a *native* asyncio cancel can
-        # still interrupt a hook, so the bookkeeping sits in `finally` blocks: only
-        # hooks can be cut short, never the release or the terminal event.
-        with anyio.CancelScope(shield=True):
-            seq = log.record_x(_FAILURE, tix, _now(), _x(status, error=exc, detail=run.worker))
-            try:
-                if hooks[_FAILURE]:
-                    await self._fire(_FAILURE, seq, run, error=exc)  # still holding, as in Aura
-            finally:
-                if holding:
-                    self._pool.release(run.keys)
-                    seq = log.record(_RELEASED, tix, _now())
-                self._end(run)
-                seq_after = log.record_x(_AFTER, tix, _now(), _x(status, error=exc))
-                try:
-                    if holding and hooks[_RELEASED]:
-                        await self._fire(_RELEASED, seq, run)
-                finally:
-                    if hooks[_AFTER]:
-                        await self._fire(_AFTER, seq_after, run, error=exc)
-
-    def _end(self, run: _Run) -> None:
-        if run.status == "succeeded":
-            self._n_running -= 1
-        self._counts[run.status] += 1
-        del self._live[run.tasklet.id]
-        if not self._live and self._idle is not None:
-            self._idle.set()
-            self._idle = None
-
-    # -- hooks -----------------------------------------------------------------------
-    async def _fire(
-        self, code: int, seq: int, run: _Run, x: tuple[Any, ...] | None = None,
-        result: Any = None, error: BaseException | None = None, path: Any = None,
-    ) -> None:  # fmt: skip
-        """Call every hook of ``code`` with the event; a raising hook becomes ``hook_error``."""
-        event = Event(self.events, seq, x, run.tasklet, error, path, result)
-        for fn, is_async in self.hooks.by_code[code]:
-            try:
-                if is_async:
-                    await fn(event)
-                else:
-                    fn(event)
-            except Exception as exc:
-                err_seq = self._hook_failed(fn, event, run, exc)
-                if code != _HOOK_ERROR and self.hooks.by_code[_HOOK_ERROR]:
-                    await self._fire(_HOOK_ERROR, err_seq, run, error=exc)
-
-    def _fire_sync(
-        self, code: int, seq: int, run: _Run, x: tuple[Any, ...] | None = None,
-        result: Any = None, error: BaseException | None = None, path: Any = None,
-    ) -> None:  # fmt: skip
-        """:meth:`_fire` without a coroutine, when ``hooks.sync_only[code]``."""
-        event = Event(self.events, seq, x, run.tasklet, error, path, result)
-        for fn, _ in self.hooks.by_code[code]:
-            try:
-                fn(event)
-            except Exception as exc:
-                self._sync_hook_raised(fn, event, run, exc)
-
-    def _sync_hook_raised(self, fn: Any, event: Event, run: _Run, exc: Exception) -> None:
-        """A sync hook raised: record ``hook_error`` and call its (sync) hooks."""
-        err_seq = self._hook_failed(fn, event, run, exc)
-        if event._r()[1] != _HOOK_ERROR and self.hooks.by_code[_HOOK_ERROR]:
-            self._fire_sync(_HOOK_ERROR, err_seq, run, error=exc)
-
-    def _hook_failed(self, fn: Any, event: Event, run: _Run, exc: Exception) -> int:
-        hook = getattr(fn, "__qualname__", repr(fn))
-        return self.events.record_x(_HOOK_ERROR, run.tix, _now(), _x(error=exc, detail=f"{event.event} hook {hook}"))
-
-    # -- planning --------------------------------------------------------------------
-    async def _bring_to_state(self, run: _Run) -> None:
-        run.status = "planning"
-        run.planning = True
-        self._n_planning += 1
-        limit = run.tasklet.planning_timeout or self.planning_timeout
-        if limit is None:
-            await self._plan_and_move(run)
-        else:
-            with anyio.move_on_after(limit) as scope:
-                await self._plan_and_move(run)
-            if scope.cancelled_caught:
-                run.timed_out = "planning"
-                raise self._timeout_error(run, "planning", limit)
-        self._n_planning -= 1
-        run.planning = False
-
-    async def _call_plan_task(self, plan: Plan, task: str, *, abandon: bool = False) -> Any:
-        spec = plan.get_task(task)
-        if spec.is_async:
-            return await spec.fn()
-        if abandon:
-            return await anyio.to_thread.run_sync(spec.fn, abandon_on_cancel=True)
-        return await _in_thread(spec.fn)
-
-    async def _check(self, run: _Run, plan: Plan, state: str) -> bool:
-        """Run one state's check; a check must return a bool (no truthiness guessing)."""
-        check = plan.states[state].check
-        t0 = _now()
-        try:
-            # A check only reads: when planning times out, a hung sync check is abandoned.
-            value = await self._call_plan_task(plan, check, abandon=True)
-        except Exception as exc:
-            self.events.record_x(_CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, error=exc))
-            raise StatePlanningError(
-                f"tasklet {run.tasklet.id}: the check {check!r} of state {state!r} raised {type(exc).__name__}: {exc}",
-                reason="check_failed",
-                plan=plan.name,
-                target=run.tasklet.required_initial_state or state,
-            ) from exc
-        if not _is_bool(value):
-            self.events.record_x(_CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, detail="invalid"))
-            raise StatePlanningError(
-                f"tasklet {run.tasklet.id}: the check {check!r} of state {state!r} returned {value!r} "
-                f"({type(value).__name__}); a check must return True or False",
-                reason="check_failed",
-                plan=plan.name,
-                target=run.tasklet.required_initial_state or state,
-            )
-        value = bool(value)
-        seq = self.events.record_x(
-            _CHECK, run.tix, _now(), _x(state_to=state, duration_s=_now() - t0, detail=str(value).lower())
-        )
-        if self.hooks.by_code[_CHECK]:
-            await self._fire(_CHECK, seq, run)
-        return value
-
-    async def _plan_and_move(self, run: _Run) -> None:
-        plan = run.plan
-        target = run.tasklet.required_initial_state
-        assert plan is not None and target is not None
-        log = self.events
-        hooks = self.hooks.by_code
-        tix = run.tix
-        if await self._check(run, plan, target):
-            seq = log.record_x(_PLANNING_DONE, tix, _now(), _x(state_from=target, state_to=target, detail="already"))
-            if hooks[_PLANNING_DONE]:
-                await self._fire(_PLANNING_DONE, seq, run)
-            return
-        # Where are we? Every other state's check, concurrently.
-        others = [s for s in plan.states if s != target]
-        results: dict[str, Any] = {}
-
-        async def probe(state: str) -> None:
-            try:
-                results[state] = await self._check(run, plan, state)
-            except StatePlanningError as exc:
-                results[state] = exc
-
-        async with anyio.create_task_group() as tg:
-            for state in others:
-                tg.start_soon(probe, state)
-        for state in others:  # report the first failing check, in map order
-            if isinstance(results.get(state), StatePlanningError):
-                raise results[state]
-        current = [s for s in others if results[s] is True]
-        if not current:
-            raise StatePlanningError(
-                f"tasklet {run.tasklet.id}: no state of plan {plan.name!r} is current: every check returned False "
-                f"(checked: {', '.join(plan.states)})",
-                reason="no_current_state",
-                plan=plan.name,
-                target=target,
-            )
-        if len(current) > 1:
-            raise StatePlanningError(
-                f"tasklet {run.tasklet.id}: several states of plan {plan.name!r} claim to be current: "
-                f"{', '.join(current)}; their checks must exclude each other",
-                reason="several_current_states",
-                plan=plan.name,
-                target=target,
-                current=tuple(current),
-            )
-        (start,) = current
-        try:
-            path = plan.find_path(start, target)
-        except StatePlanningError as exc:
-            raise StatePlanningError(
-                f"tasklet {run.tasklet.id}: {exc}", reason=exc.reason, plan=plan.name, target=target, current=start
-            ) from None
-        seq = log.record_x(
-            _PLANNED, tix, _now(),
-            _x(state_from=start, state_to=target, step=len(path), duration_s=None, detail=" -> ".join(path.states)),
-        )  # fmt: skip
-        if hooks[_PLANNED]:
-            await self._fire(_PLANNED, seq, run, path=path)
-        for step in path.steps:
-            seq = log.record_x(
-                _STEP_START, tix, _now(), _x(state_from=step.from_state, state_to=step.to_state, step=step.index,
-                                             detail=step.task)  # fmt: skip
-            )
-            if hooks[_STEP_START]:
-                await self._fire(_STEP_START, seq, run, path=path)
-            t0 = _now()
-            try:
-                await self._call_plan_task(plan, step.task)
-            except Exception as exc:
-                seq = log.record_x(
-                    _STEP_END, tix, _now(),
-                    _x(state_from=step.from_state, state_to=step.to_state, step=step.index, duration_s=_now() - t0,
-                       error=exc, detail="failed"),
-                )  # fmt: skip
-                if hooks[_STEP_END]:
-                    await self._fire(_STEP_END, seq, run, path=path, error=exc)
-                raise StatePlanningError(
-                    f"tasklet {run.tasklet.id}: transition {step.index + 1} of {len(path)} "
-                    f"({step.from_state} -> {step.to_state}, task {step.task!r}) failed: {type(exc).__name__}: {exc}",
-                    reason="transition_failed",
-                    plan=plan.name,
-                    target=target,
-                    current=start,
-                    path=path,
-                    failed_step=step.index,
-                ) from exc
-            seq = log.record_x(
-                _STEP_END, tix, _now(),
-                _x(state_from=step.from_state, state_to=step.to_state, step=step.index, duration_s=_now() - t0,
-                   detail="done"),
-            )  # fmt: skip
-            if hooks[_STEP_END]:
-                await self._fire(_STEP_END, seq, run, path=path)
-        if not await self._check(run, plan, target):
-            raise StatePlanningError(
-                f"tasklet {run.tasklet.id}: after the path {' -> '.join(path.states)}, the check of {target!r} "
-                "still returned False",
-                reason="final_check_failed",
-                plan=plan.name,
-                target=target,
-                current=start,
-                path=path,
-            )
-        seq = log.record_x(
-            _PLANNING_DONE, tix, _now(), _x(state_from=start, state_to=target, step=len(path), detail="reached")
-        )
-        if hooks[_PLANNING_DONE]:
-            await self._fire(_PLANNING_DONE, seq, run, path=path)
+            await batch.run()
+        finally:
+            self._batches.remove(batch)
+        return batch.outcome(return_exceptions)
 
     # -- looking inside ----------------------------------------------------------------
     def statistics(self) -> ManagerStatistics:
         """A frozen snapshot of every limit and of the tasklets' phases."""
         pool = self._pool
         cap, used, waiting = pool.capacity, pool.in_use, pool.waiting
-        resources = {
-            name: LimitStatistics(name, cap[name], used[name], waiting[name]) for name in cap if name != GLOBAL
-        }
+        owner, held = pool.held_back()
+        held_for = _label(owner.tasklet) if owner is not None else None
+
+        def limit(key: str) -> LimitStatistics:
+            n = held.get(key, 0)
+            return LimitStatistics(
+                "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None
+            )
+
         return ManagerStatistics(
             t=_now(),
-            global_limit=LimitStatistics("global", cap[GLOBAL], used[GLOBAL], waiting[GLOBAL]),
-            resources=MappingProxyType(resources),
+            global_limit=limit(GLOBAL),
+            resources=MappingProxyType({name: limit(name) for name in cap if name != GLOBAL}),
             waiting=pool.n_waiting,
             planning=self._n_planning,
             running=self._n_running,
             by_status=MappingProxyType(dict(self._counts)),
+            log=self._writer.health(),
         )
 
     def live(self) -> list[tuple[Tasklet, str]]:
         """(tasklet, status) of every tasklet not finished yet, in submission order."""
-        return [(run.tasklet, run.status) for run in self._live.values()]
+        return [(run.tasklet, run.status) for run in self._live.values() if run.status not in _TERMINAL]
 
     def why(self, item: TaskletHandle | Tasklet | str) -> WaitReport:
-        """Why is this tasklet waiting? Its queue position and who holds what it needs."""
-        tasklet_id = item if isinstance(item, str) else (item.tasklet.id if isinstance(item, TaskletHandle) else item.id)
+        """Why is this tasklet waiting? Its queue position and who holds what it needs.
+
+        Raises :class:`TaskNotFoundError` for a tasklet this manager never saw.
+        """
+        if isinstance(item, TaskletHandle):
+            tasklet_id, name = item.tasklet.id, item.tasklet.name
+        elif isinstance(item, Tasklet):
+            tasklet_id, name = item.id, item.name
+        elif isinstance(item, str):
+            tasklet_id, name = item, "?"
+        else:
+            raise ArgumentTypeError(f"why() takes a TaskletHandle, a Tasklet or a tasklet id, not {shown(item)}")
         run = self._live.get(tasklet_id)
-        if run is None:
-            return WaitReport(tasklet_id, getattr(getattr(item, "tasklet", item), "name", "?"), "finished", None, 0, (),
-                              None)  # fmt: skip
-        order = self._pool.waiters_in_order()
+        if run is None or run.status in _TERMINAL:
+            return self._why_not_live(item, tasklet_id, name, run)
         pool = self._pool
+        order = pool.waiters_in_order()
         position = next((i for i, (owner, _) in enumerate(order) if owner is run), None)
         queued = {id(owner) for owner, _ in order}
         holders: dict[str, list[str]] = {}
         for other in self._live.values():
-            if id(other) not in queued:  # admitted: it holds its tokens
+            if id(other) not in queued and other.status not in _TERMINAL:  # admitted: it holds its tokens
                 for key in other.keys:
-                    holders.setdefault(key, []).append(f"{other.tasklet.id} ({other.tasklet.name})")
-        reserved_by = None
-        if position is not None and position > 0:
-            oldest, oldest_keys = order[0]
-            if any(k in oldest_keys for k in run.keys):
-                reserved_by = f"{oldest.tasklet.id} ({oldest.tasklet.name})"
+                    holders.setdefault(key, []).append(_label(other.tasklet))
+        blocking = pool.blocking(run.waiter) if run.waiter is not None else {}
+        oldest, _ = pool.held_back()
+        reserved_by = _label(oldest.tasklet) if oldest is not None and oldest is not run and position else None
         needs = tuple(
             ResourceWait(
                 name="global" if key == GLOBAL else key,
                 capacity=pool.capacity[key],
                 in_use=pool.in_use[key],
                 holders=tuple(holders.get(key, ())),
-                busy=pool.in_use[key] >= pool.capacity[key]
-                or (reserved_by is not None and pool.in_use[key] + 1 >= pool.capacity[key] and key in order[0][1]),
+                busy=key in blocking,
             )
             for key in run.keys
         )
-        return WaitReport(
-            tasklet_id, run.tasklet.name, run.status, position, len(order), needs, reserved_by if position else None
-        )
+        return WaitReport(tasklet_id, run.tasklet.name, run.status, position, len(order), needs,
+                          reserved_by if any(v == "held back" for v in blocking.values()) else None)  # fmt: skip
+
+    def _why_not_live(self, item: Any, tasklet_id: str, name: str, run: _Run | None) -> WaitReport:
+        for batch in self._batches:
+            if batch.pending(tasklet_id) is not None:
+                return WaitReport(tasklet_id, name, "batched", None, self._pool.n_waiting, (), None)
+        if run is not None:
+            status: str | None = run.status
+        elif isinstance(item, TaskletHandle):
+            status = item.status
+        else:
+            status = self.events._status_of(tasklet_id)
+        if status is None:
+            raise TaskNotFoundError(
+                f"why({shown(item)}): tasklet {tasklet_id!r} was never submitted to this manager "
+                "(submit it with em.submit(), em.start() or em.run_many() first)"
+            )
+        return WaitReport(tasklet_id, name, status, None, self._pool.n_waiting, (), None)
 
     # -- closing ---------------------------------------------------------------------
     @property
@@ -1253,32 +819,45 @@ class ExecutionManager:
 
         Tasklets still waiting for resources end at once with status ``cancelled``
         (their ``submit`` raises :class:`ManagerClosedError`), unless ``drain=True``:
-        then they are still admitted and run, and ``aclose`` waits for them too.
+        then they are still admitted and run, tasklets they start (e.g. from a hook)
+        are accepted too, and ``aclose`` waits until nothing is left, like a task group.
         Tasklets planning or running are waited for, or cancelled first with
         ``cancel_running=True`` (only those started with :meth:`start`: a ``submit``
         caller owns its own task). Afterwards nothing is pending, the event log is
         flushed and closed, and ``submit``/``start`` raise :class:`ManagerClosedError`.
 
-        Leaving ``async with`` normally is ``aclose(drain=True)`` (like a task group,
-        it waits for everything started inside); leaving it with an exception is
-        ``aclose(cancel_running=True)``.
+        Calling it from inside one of this manager's hooks raises
+        :class:`ManagerUsageError` at once: it would wait for its own tasklet.
+
+        Leaving ``async with`` normally is ``aclose(drain=True)``; leaving it with an
+        exception is ``aclose(cancel_running=True)``.
         """
+        inside = _IN_HOOK.get()
+        if inside is not None and inside[0] is self and inside[1] == _task_id():
+            raise ManagerUsageError(
+                "aclose() was called from inside a hook of this manager: it would wait for the hook's own "
+                "tasklet to end. Close the manager from outside (e.g. after `await em.run_many(...)`), or leave "
+                "`async with`"
+            )
+        if drain and not self._closed:
+            self._draining = True
         self._closed = True
-        if not drain:
+        if not self._draining:
             self._pool.close()
         if cancel_running:
             for run in list(self._live.values()):
                 if run.handle is not None:
                     run.handle.cancel()
         while self._live:
-            # One event shared by every concurrent aclose(): _end() sets it once.
+            # One event shared by every concurrent aclose(): _forget() sets it once.
             if self._idle is None:
                 self._idle = anyio.Event()
             await self._idle.wait()
+        self._draining = False
         self._pool.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        self.events.close()
+        await self._writer.aclose()  # off the loop; raises only if events were lost
 
     async def __aenter__(self) -> ExecutionManager:
         if self._closed:
@@ -1288,7 +867,7 @@ class ExecutionManager:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        tg, self._tg = self._tg, None
+        tg = self._tg
         try:
             if exc_type is None:
                 await self.aclose(drain=True)
@@ -1298,6 +877,7 @@ class ExecutionManager:
         finally:
             # Every started tasklet has ended: leave the task group cleanly, so the
             # body's own exception propagates unchanged (not wrapped in a group).
+            self._tg = None
             await tg.__aexit__(None, None, None)
 
     def __repr__(self) -> str:
@@ -1305,101 +885,22 @@ class ExecutionManager:
         state = "closed" if self._closed else "open"
         return (
             f"<ExecutionManager {state}: {s.global_limit.in_use}/{s.global_limit.capacity} slots, "
-            f"{s.waiting} waiting, {len(self._plans)} plans, {len(self.events)} events>"
+            f"{s.waiting} waiting, {len(self._resolver.plans)} plans, {len(self.events)} events>"
         )
 
 
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+def _label(tasklet: Tasklet) -> str:
+    return f"{tasklet.id} ({tasklet.name})"
 
 
-class _Resume:
-    """Await the rest of a coroutine that already ran up to its first suspension.
+def _body_name(fn: Any) -> str:
+    from ._checks import callable_name
 
-    ``first`` is what the coroutine yielded there (a future, or a trio trap); this
-    hands it to the event loop and relays every later send, throw and close, as
-    ``await coro`` would have from the start.
-    """
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Any:
-        coro = self.coro
-        value = self.first
-        self.first = None
-        while True:
-            error: BaseException | None = None
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # a cancellation, a timeout: the body handles it
-                error = exc
-            # Thrown outside the except block, so that inside the body a handled
-            # exception does not look still active (sys.exc_info, implicit __context__).
-            try:
-                if error is None:
-                    value = coro.send(sent)
-                else:
-                    value = coro.throw(error)
-                    error = None
-            except StopIteration as done:
-                return done.value
+    return callable_name(fn)
 
 
-async def _in_thread(call: Callable[[], Any]) -> Any:
-    """Run a sync callable in a worker thread and do not return before it has.
-
-    anyio's shield keeps anyio and trio cancellation out while the thread runs, but on
-    asyncio a native ``task.cancel()`` (``asyncio.wait_for``, ``asyncio.timeout``, a
-    TaskGroup) would get through and release the tasklet's tokens while its thread is
-    still using them. Here such a cancel is held until the thread returns, then
-    re-raised.
-    """
+def _on_asyncio() -> bool:
     try:
-        running_asyncio = asyncio.current_task() is not None
-    except RuntimeError:
-        running_asyncio = False
-    if not running_asyncio:
-        return await anyio.to_thread.run_sync(call)
-    task = asyncio.ensure_future(anyio.to_thread.run_sync(call))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with anyio.CancelScope(shield=True):
-            while not task.done():
-                try:
-                    await asyncio.wait([task])
-                except asyncio.CancelledError:
-                    continue  # yet another native cancel: the thread still runs
-        raise
-
-
-def _cancel_requested() -> bool:
-    """Is the current task being cancelled (not just seeing a stray CancelledError)?"""
-    if anyio.current_effective_deadline() == -math.inf:  # an anyio/trio scope
-        return True
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # trio: cancellation only comes from scopes
+        return asyncio.current_task() is not None
+    except RuntimeError:  # trio
         return False
-    return task is not None and task.cancelling() > 0  # a native task.cancel()
-
-
-def _uncached(cache: Mapping[Any, Any], task: Any) -> bool:
-    try:
-        return task not in cache
-    except TypeError:  # an unhashable callable
-        return True
-
-
-def _callable_name(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    if name is None and isinstance(fn, functools.partial):
-        return _callable_name(fn.func)
-    return name or type(fn).__name__

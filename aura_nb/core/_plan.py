@@ -22,22 +22,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from ._errors import StatesMapError, TaskNotFoundError
+from ._checks import calls_async
 from ._planner import Path, StatePlanner, format_cost, unknown_name
 from ._statesmap import Invalid, check_cost, check_state_name, read_states_map, resolve_task
 
 __all__ = ["Plan", "State", "TaskSpec", "Transition"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    """Whether calling *fn* returns a coroutine (seen through ``functools.partial``)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    # An instance whose __call__ is `async def` is awaited like a coroutine function.
-    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
 
 
 def _check_name(kind: str, name: object) -> str:
@@ -163,7 +154,7 @@ class Plan:
         _check_name("task", name)
         if name in self._tasks:
             raise ValueError(f"plan {self.name!r} already has a task named {name!r}")
-        spec = TaskSpec(name=name, plan=self.name, fn=fn, is_async=_is_async(fn))
+        spec = TaskSpec(name=name, plan=self.name, fn=fn, is_async=calls_async(fn))
         self._tasks[name] = spec
         # The first registration wins the reverse lookup. The spec keeps `fn` alive, so
         # its id cannot be reused by another object while registered.

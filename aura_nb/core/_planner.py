@@ -303,7 +303,22 @@ class StatePlanner:
             transition = self._transitions[self._transition_between(u, v)]
             steps.append(Step(position, self._states[u], self._states[v], transition.task, float(transition.cost)))
         total = rank[goal] // n // (n + 1)
-        return Path(self.plan, current, target, tuple(steps), total / self._scale)
+        try:
+            cost = total / self._scale
+        except OverflowError:  # exact integers: the sum is finite, but not as a float
+            cost = _INF
+        if cost == _INF:
+            raise StatePlanningError(
+                f"the cheapest path from {current!r} to {target!r}"
+                + (f" in plan {self.plan!r}" if self.plan else "")
+                + f" has {len(steps)} steps whose costs add up to more than a float can hold (about 1.8e308);"
+                " use smaller costs",
+                reason="cost_overflow",
+                plan=self.plan or "",
+                target=target,
+                current=current,
+            )
+        return Path(self.plan, current, target, tuple(steps), cost)
 
     def reachable(self, current: str) -> dict[str, float]:
         """Every state reachable from *current* (itself included), with its cheapest cost.

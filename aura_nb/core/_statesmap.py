@@ -3,7 +3,7 @@
 Mental model: a states map is untrusted input that is turned into plain records in
 two stages, and nothing reaches a :class:`~aura_nb.core.Plan` until both passed:
 
-1. **load** — a mapping is used as is; a file or YAML text is size-checked (16 MiB)
+1. **load** — a mapping is used as is; a file or YAML text is size-checked (512 KiB)
    and parsed with a hardened ``yaml.SafeLoader``: no Python tags (they are refused,
    never run), at most 100 aliases (a "billion laughs" bomb is refused), no duplicate
    keys (YAML would silently keep the last one);
@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,6 +162,22 @@ def check_cost(value: object) -> float:
     if not math.isfinite(cost) or cost < 0:
         raise Invalid(f"cost must be a finite number >= 0, got {value!r}")
     return cost
+
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)")
+
+
+def _yaml_number(value: object) -> object:
+    """A cost PyYAML left as text because YAML 1.1 wants a dot (``1e3``), as a number.
+
+    YAML 1.2 (and every other YAML reader) reads ``1e3`` as 1000.0; only that exact
+    scientific form is converted, anything else stays as it is for ``check_cost``.
+    """
+    if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+        number = float(value)
+        if math.isfinite(number):  # "1e309" stays text: refused with what was written
+            return number
+    return value
 
 
 def resolve_task(ref: object, *, plan: str, tasks: Collection[str]) -> str:
@@ -490,7 +507,7 @@ class _Validator:
             except Invalid as exc:
                 self.fail(f"{path}.transition_task", str(exc))
             try:
-                cost = check_cost(spec.get("cost", 1))
+                cost = check_cost(_yaml_number(spec.get("cost", 1)))
             except Invalid as exc:
                 self.fail(f"{path}.cost", str(exc))
             triple = (ends[0], ends[1], task)

@@ -5,18 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 __all__ = ["LimitStatistics", "ManagerStatistics", "ResourceWait", "WaitReport"]
 
 
 @dataclass(frozen=True, slots=True)
 class LimitStatistics:
-    """One limit: ``in_use`` of ``capacity`` tokens held, ``waiting`` tasklets need one."""
+    """One limit: ``in_use`` of ``capacity`` tokens held, ``waiting`` tasklets need one.
+
+    ``held_back``: free tokens that younger tasklets may not take because the oldest
+    waiting tasklet needs them (``held_for`` names it: ``"id (name)"``). They are free,
+    not in use, and go to that tasklet as soon as the rest of what it needs is free.
+    """
 
     name: str
     capacity: int
     in_use: int
     waiting: int
+    held_back: int = 0
+    held_for: str | None = None
 
     @property
     def free(self) -> int:
@@ -28,7 +36,8 @@ class LimitStatistics:
         return self.in_use / self.capacity
 
     def __repr__(self) -> str:
-        return f"<{self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting>"
+        held = f", {self.held_back} held back for {self.held_for}" if self.held_back else ""
+        return f"<{self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting{held}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,8 @@ class ManagerStatistics:
     planning: int
     running: int
     by_status: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    #: The SQLite log's health (pending events, lag, last error), or None without a file.
+    log: Any = None
 
     @property
     def limits(self) -> tuple[LimitStatistics, ...]:
@@ -90,6 +101,11 @@ class WaitReport:
 
     def __str__(self) -> str:
         head = f"tasklet {self.tasklet_id} ({self.name!r})"
+        if self.status == "batched":
+            return (
+                f"{head} is not submitted yet: it waits in its run_many batch until the tasklets before it "
+                "with the same tags were admitted."
+            )
         if self.position is None:
             return f"{head} is not waiting: it is {self.status}."
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]

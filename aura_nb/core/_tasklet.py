@@ -7,19 +7,21 @@ import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import Any
 
 import anyio
 
+from ._checks import callable_name, seconds
 from ._errors import ManagerUsageError, TaskletCancelledError, TaskletError
 from ._tags import parse_tags
 
 __all__ = ["Tasklet", "TaskletHandle"]
 
-# Ids are unique within a process and, thanks to the random session prefix, across the
-# sessions that append to one SQLite log.
-_SESSION = secrets.token_hex(2)
+# Ids are unique within a process and, thanks to the random session prefix (48 bits:
+# a collision among a million sessions appending to one log has odds under 2e-3),
+# across the sessions that append to one SQLite log.
+_SESSION = secrets.token_hex(6)
 _counter = itertools.count(1)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -47,20 +49,8 @@ def _tags_tuple(task: Any, tags: Any) -> tuple[str, ...]:
 
 
 def check_seconds(value: Any, *, what: str, where: str) -> float | None:
-    """None, or a finite number of seconds > 0."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TaskletError(f"{where}: {what} {value!r} must be a number of seconds > 0, or None for no limit")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        finite = False
-    if not finite or value <= 0:
-        hint = " (use None for no limit)" if not finite and value > 0 else ""
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise TaskletError(f"{where}: {what} {shown} must be a finite number of seconds > 0{hint}")
-    return float(value)
+    """None, or a finite number of seconds > 0 (a :class:`TaskletError` otherwise)."""
+    return seconds(value, what=what, where=where, error=TaskletError)
 
 
 @dataclass(frozen=True, slots=True, eq=False, init=False)
@@ -132,7 +122,7 @@ class Tasklet:
             if type(task) is str:
                 name = task.rpartition("/")[2]
             else:
-                name = getattr(task, "__name__", None) or type(task).__name__
+                name = task.__name__ if type(task) is FunctionType else callable_name(task).rpartition(".")[2]
         elif not isinstance(name, str):
             raise TaskletError(f"Tasklet({task!r}): name {name!r} must be a string")
         if id is None:
@@ -176,7 +166,7 @@ class TaskletHandle:
     awaits a handle does *not* cancel the tasklet (the handle may be shared).
     """
 
-    __slots__ = ("tasklet", "_run", "_done", "_result", "_error", "_scope", "_cancel_requested", "_callbacks")
+    __slots__ = ("tasklet", "_run", "_done", "_result", "_error", "_callbacks")
 
     def __init__(self, tasklet: Tasklet, run: Any) -> None:
         self.tasklet = tasklet
@@ -184,8 +174,6 @@ class TaskletHandle:
         self._done = anyio.Event()
         self._result: Any = None
         self._error: BaseException | None = None
-        self._scope: anyio.CancelScope | None = None
-        self._cancel_requested = False
         self._callbacks: list[Callable[[TaskletHandle], Any]] = []
 
     @property
@@ -203,13 +191,15 @@ class TaskletHandle:
         return self.done() and self._run.status == "cancelled"
 
     def cancel(self) -> bool:
-        """Ask the tasklet to stop; returns False if it had already finished."""
+        """Ask the tasklet to stop; True if it will end ``cancelled``.
+
+        False if its outcome was already decided (it finished, or its body succeeded
+        and its ``after_task_run`` event was recorded: then its ``after_task_run``
+        hooks only get their short grace, and the handle keeps the result).
+        """
         if self.done():
             return False
-        self._cancel_requested = True
-        if self._scope is not None:
-            self._scope.cancel()
-        return True
+        return bool(self._run.request_cancel())
 
     def result(self) -> Any:
         """The task's return value; raises its exception; raises if not finished yet."""
