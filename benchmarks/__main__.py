@@ -28,6 +28,7 @@ SECTIONS = [
     ("5. Planner (100k states / 500k transitions)", "bench_planner", {}, {"n_states": 20_000, "n_transitions": 100_000}),
     ("6. Watching (Workbench dashboard attached)", "bench_watching", {}, {"n": 5_000, "reps": 3}),
     ("7. Scale-out (Dask LocalCluster)", "bench_dask", {}, {}),
+    ("8. Admission with 10,000 distinct tag sets", "bench_admission", {}, {"n": 2_000, "reps": 1}),
 ]  # fmt: skip
 
 
