@@ -22,7 +22,8 @@ help:
 # one whose Python is gone or older than 3.11 (e.g. made by a failed PYTHON=python3.10
 # run), or one made by another interpreter than an explicitly given PYTHON=. A venv
 # that is fine is left alone, so `make test` after `make test PYTHON=python3.12` keeps
-# using 3.12.
+# using 3.12. A good venv without the stamp (made by hand, or by an older Makefile) is
+# adopted with an old date on the stamp, so that its installs stand.
 PY_NEW_ENOUGH := import sys; sys.exit(sys.version_info < (3, 11))
 PY_ID         := import sys; print(sys.base_prefix, *sys.version_info[:3])
 PYTHON_GIVEN  := $(filter command line environment,$(origin PYTHON))
