@@ -155,7 +155,7 @@ class DaskExecutor:
         try:
             future = client.submit(
                 _run_body, key, call.fn, dict(call.params), call.is_async,
-                key=key, pure=False, resources=self.dask_resources(call),
+                key=key, pure=False, resources=self.dask_resources(call), retries=0,  # the manager owns retries
             )  # fmt: skip
         except Exception as exc:
             cause = _pickling_error(exc)

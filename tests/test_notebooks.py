@@ -73,6 +73,28 @@ def drawings(nb: nbformat.NotebookNode) -> list[str]:
     return [page for page in data_of(nb, "text/html") if "apt-get install graphviz" in page]
 
 
+def check_01(nb: nbformat.NotebookNode) -> None:
+    """Every Workbench output has a static snapshot beside it, readable without widgets."""
+    widget = "application/vnd.jupyter.widget-view+json"
+    shown = outputs(nb)
+    dashboards = [i for i, out in enumerate(shown) if widget in out.get("data", {})
+                  and "Workbench" in out["data"].get("text/plain", "")]  # fmt: skip
+    assert len(dashboards) == 2, "the tour shows its dashboard twice"
+    for i in dashboards:
+        snapshot = shown[i + 1].get("data", {}).get("text/html", "")
+        assert 'class="aura-snapshot"' in snapshot, f"output {i} has no snapshot after it"
+        assert "aura-gauge-global" in snapshot and "aura-gauge-gpu" in snapshot
+    # The snapshots were brought up to date: the last state, with the last path drawn.
+    last = shown[dashboards[-1] + 1]["data"]["text/html"]
+    assert "closed" in last and "<svg" in last and "aura-step-done" in last
+    assert "1 error" in last  # the badge of section 5's failure
+    first = shown[dashboards[0] + 1]["data"]["text/html"]
+    assert "<svg" in first, "the first snapshot was not updated when the manager went idle"
+    # The compact gauges are shown where the work happens.
+    strips = [i for i, out in enumerate(shown) if widget in out.get("data", {}) and i not in dashboards]
+    assert len(strips) >= 2
+
+
 def check_02(nb: nbformat.NotebookNode) -> None:
     shown = drawings(nb)
     assert len(shown) >= 5  # game map, printer map, planned path, dead end, dry run
@@ -116,6 +138,7 @@ def check_04(nb: nbformat.NotebookNode) -> None:
 
 # Notebooks not listed here (added by others) are checked for errors only.
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
+    "01_tour.ipynb": check_01,
     "02_explore_plans.ipynb": check_02,
     "03_visualize_state_paths.ipynb": check_03,
     "04_analyze_execution_logs.ipynb": check_04,

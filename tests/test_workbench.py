@@ -6,6 +6,7 @@ Asyncio only: the Workbench lives on the Jupyter kernel's loop, which is asyncio
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 
 import pytest
@@ -43,12 +44,22 @@ async def _settle() -> None:
 
 
 def _assert_gauges_match(wb: Workbench) -> None:
+    """What the page shows for each limit is the manager's snapshot."""
     stats = wb.manager.statistics()
+    page = wb.gauges_widget.value
     for limit in stats.limits:
         gauge = wb.gauges[limit.name]
-        assert gauge.bar.max == limit.capacity
-        assert gauge.bar.value == min(limit.in_use, limit.capacity)
-        assert gauge.text.value == f"{limit.in_use} / {limit.capacity} in use · {limit.waiting} waiting"
+        assert (gauge.in_use, gauge.capacity, gauge.waiting) == (limit.in_use, limit.capacity, limit.waiting)
+        assert f"{limit.in_use} / {limit.capacity} in use · {limit.waiting} waiting" in page
+        assert f'aria-valuenow="{min(limit.in_use, limit.capacity)}"' in gauge.html
+
+
+def _gauge_row(wb: Workbench, name: str) -> str:
+    """The HTML of one gauge's row on the page."""
+    rows = re.findall(r'<div class="aura-gauge .*?</div>', wb.gauges_widget.value)
+    found = [row for row in rows if f"aura-gauge-{name} " in row]
+    assert len(found) == 1, rows
+    return found[0]
 
 
 async def test_gauges_follow_statistics_then_settle_and_the_pump_stops() -> None:
@@ -69,29 +80,31 @@ async def test_gauges_follow_statistics_then_settle_and_the_pump_stops() -> None
     wb.refresh()
     _assert_gauges_match(wb)
     gpu = wb.gauges["gpu"]
-    assert (gpu.bar.value, gpu.bar.max) == (1, 1)
-    assert "1 waiting" in gpu.text.value
-    assert gpu.bar.bar_style == "danger" and "aura-load-full" in gpu.box._dom_classes
+    assert (gpu.in_use, gpu.capacity) == (1, 1)
+    assert gpu.text == "1 / 1 in use · 1 waiting"
+    # Full is said in words, not only by colour.
+    assert gpu.level == "full" and "aura-load-full" in _gauge_row(wb, "gpu")
+    assert '<span class="aura-gauge-state">full</span>' in _gauge_row(wb, "gpu")
     glob = wb.gauges["global"]
-    assert glob.bar.value == 2 and glob.bar.bar_style == "danger"
-    assert "aura-gauge" in glob.box._dom_classes and "aura-gauge-global" in glob.box._dom_classes
+    assert glob.in_use == 2 and glob.level == "full"
     assert "waiting <b>1</b>" in wb.counters.value and "running <b>2</b>" in wb.counters.value
     assert handles[2].id in wb.running_table.value
-    assert [value for _, value in wb.tasklet_select.options] == [h.id for h in handles]
+    # Running first, then the queue; nothing chosen until the user chooses.
+    assert [value for _, value in wb.tasklet_select.options] == [handles[0].id, handles[1].id, handles[2].id]
+    assert wb.tasklet_select.value is None
 
     gate.set()
     assert await asyncio.gather(*handles) == ["ok", "ok", "ok"]
     # The pump notices the manager is idle, shows the final numbers and stops by itself.
     await _until(lambda: not wb.pumping)
     for name in ("global", "gpu"):
-        assert wb.gauges[name].bar.value == 0
-        assert "0 waiting" in wb.gauges[name].text.value
-        assert wb.gauges[name].bar.bar_style == "success"
-        assert "aura-load-ok" in wb.gauges[name].box._dom_classes
+        assert wb.gauges[name].in_use == 0
+        assert "0 waiting" in wb.gauges[name].text
+        assert "aura-load-ok" in _gauge_row(wb, name) and "aura-gauge-state" not in _gauge_row(wb, name)
     _assert_gauges_match(wb)
     assert "succeeded <b>3</b>" in wb.counters.value
     assert "No tasklet is waiting" in wb.running_table.value
-    assert wb.tasklet_select.options == ()
+    assert wb.tasklet_select.options == () and wb.tasklet_select.value is None
     # A new submit restarts it.
     wb.submit(Tasklet(work))
     assert wb.pumping
@@ -107,13 +120,12 @@ async def test_pump_updates_the_widgets_by_itself() -> None:
         await gate.wait()
 
     handles = wb.submit_many([Tasklet(work, resource_tags=["gpu"]) for _ in range(3)])
-    await _until(lambda: wb.gauges["gpu"].bar.value == 2)  # no refresh(): the pump did it
-    assert "1 waiting" in wb.gauges["gpu"].text.value
-    assert wb.gauges["gpu"].bar.bar_style == "danger"
+    await _until(lambda: "2 / 2 in use · 1 waiting" in wb.gauges_widget.value)  # no refresh(): the pump did it
+    assert wb.gauges["gpu"].level == "full"
     gate.set()
     await asyncio.gather(*handles)
     await _until(lambda: not wb.pumping)
-    assert wb.gauges["gpu"].bar.value == 0
+    assert wb.gauges["gpu"].in_use == 0 and "0 / 2 in use · 0 waiting" in wb.gauges_widget.value
 
 
 async def test_the_dashboard_watches_only_the_planning_events() -> None:
@@ -188,14 +200,14 @@ async def test_a_resource_declared_later_gets_a_gauge() -> None:
     wb.refresh()
     assert list(wb.gauges) == ["global", "api_key_A"]
     gauge = wb.gauges["api_key_A"]
-    assert wb.gauges_box.children == (wb.gauges["global"].box, gauge.box)
-    assert {"aura-gauge", "aura-gauge-api_key_A"} <= set(gauge.box._dom_classes)
-    assert (gauge.bar.value, gauge.bar.max) == (1, 5)
-    assert gauge.bar.bar_style == "success"  # 20 % load
+    page = wb.gauges_widget.value
+    assert page.index("aura-gauge-global") < page.index("aura-gauge-api_key_A")
+    assert (gauge.in_use, gauge.capacity) == (1, 5)
+    assert gauge.level == "ok" and "aura-load-ok" in _gauge_row(wb, "api_key_A")  # 20 % load
     gate.set()
     await handle
     await wb.aclose()
-    assert wb.gauges["api_key_A"].bar.value == 0
+    assert wb.gauges["api_key_A"].in_use == 0
 
 
 async def test_cancel_from_the_dashboard() -> None:
@@ -207,7 +219,7 @@ async def test_cancel_from_the_dashboard() -> None:
     handle = wb.submit(Tasklet(forever, resource_tags=["gpu"], name="stuck"))
     await _settle()
     wb.refresh()
-    assert wb.gauges["gpu"].bar.value == 1
+    assert wb.gauges["gpu"].in_use == 1
     wb.tasklet_select.value = handle.id
     wb.cancel_button.click()
     assert "Cancel requested" in wb.why_area.value
@@ -217,13 +229,15 @@ async def test_cancel_from_the_dashboard() -> None:
     wb.refresh()
     stats = wb.statistics()
     assert stats.idle and stats.global_limit.in_use == 0 and stats.resources["gpu"].in_use == 0
-    assert wb.gauges["gpu"].bar.value == 0 and wb.gauges["global"].bar.value == 0
+    assert wb.gauges["gpu"].in_use == 0 and wb.gauges["global"].in_use == 0
     assert "cancelled <b>1</b>" in wb.counters.value
     assert wb.errors == []
-    # Clicking again: the tasklet is gone from the list, nothing to cancel.
-    assert wb.tasklet_select.value is None
+    # The choice stays where the user put it, marked as ended; nothing to cancel any more.
+    assert wb.tasklet_select.value == handle.id
+    assert wb.tasklet_select.label.endswith("ended (cancelled)")
+    assert wb.cancel_button.disabled and "has ended" in wb.cancel_button.tooltip
     wb.cancel_button.click()
-    assert "Select a tasklet first" in wb.why_area.value
+    assert "has finished" in wb.why_area.value
     await wb.aclose()
 
 
@@ -398,8 +412,7 @@ async def test_run_many_with_the_dashboard_live() -> None:
     await _until(lambda: wb.manager.statistics().resources["gpu"].in_use == 1)
     wb.refresh()
     _assert_gauges_match(wb)  # the gauges follow the batch
-    live = wb.tasklet_select.value
-    assert live is not None
+    wb.tasklet_select.value = wb.tasklet_select.options[0][1]
     wb.cancel_button.click()  # a batch tasklet has no handle: the dashboard says what to do
     assert "part of a run_many batch" in wb.why_area.value and "interrupt the cell" in wb.why_area.value
     release.set()
@@ -417,7 +430,9 @@ async def test_run_many_of_quick_tasklets_keeps_the_dashboard_current() -> None:
 
     await wb.run_many([Tasklet(quick) for _ in range(20_000)])
     # The batch looked idle between tasklets at every tick; the counters still end right.
-    assert "succeeded <b>20000</b>" in wb.counters.value
+    assert "succeeded <b>20,000</b>" in wb.counters.value
+    # The header counts batch tasklets as submitted here too.
+    assert "20,000 submitted here" in wb.header.value
     with pytest.raises(TypeError, match="iterable of Tasklets"):
         await wb.run_many(Tasklet(quick))  # type: ignore[arg-type]
     await wb.aclose()
@@ -488,7 +503,7 @@ async def test_aclose_keeps_the_final_dashboard() -> None:
         await asyncio.gather(*handles)
     assert wb.manager.closed and not wb.pumping
     assert "succeeded <b>3</b>" in wb.counters.value
-    assert wb.gauges["gpu"].bar.max == 1 and wb.gauges["gpu"].bar.value == 0
+    assert wb.gauges["gpu"].capacity == 1 and wb.gauges["gpu"].in_use == 0
     assert "closed" in wb.header.value
 
 
@@ -506,13 +521,14 @@ async def test_a_gauge_says_whether_its_own_limit_holds_the_queue_up() -> None:
     wb.refresh()
     _assert_gauges_match(wb)
     key, glob = wb.gauges["api_key_A"], wb.gauges["global"]
-    assert key.text.value == "2 / 5 in use · 3 waiting"
-    assert key.blocked_text.value == "· 0 blocked here" and key.blocked == 0
-    assert "aura-load-ok" in key.box._dom_classes  # coloured by its own load
-    assert glob.text.value == "2 / 2 in use · 3 waiting"
-    assert glob.blocked_text.value == "· 3 blocked here" and glob.blocked == 3
-    assert "aura-gauge-blocked" in key.blocked_text._dom_classes
-    assert "another limit" in key.text.tooltip and "full" in key.blocked_text.tooltip
+    assert key.text == "2 / 5 in use · 3 waiting"
+    assert key.blocked == 0 and "0 blocked here" in _gauge_row(wb, "api_key_A")
+    assert key.level == "ok"  # by its own load
+    assert glob.text == "2 / 2 in use · 3 waiting"
+    assert glob.blocked == 3 and "3 blocked here" in _gauge_row(wb, "global")
+    # The hints are title attributes: the page shows them on hover.
+    assert re.search(r'class="aura-gauge-text" title="[^"]*another limit', _gauge_row(wb, "api_key_A"))
+    assert re.search(r'class="aura-gauge-blocked" title="[^"]*full', _gauge_row(wb, "api_key_A"))
     assert "3 blocked here" in repr(glob)
     gate.set()
     await asyncio.gather(*handles)
@@ -523,12 +539,12 @@ async def test_a_gauge_says_whether_its_own_limit_holds_the_queue_up() -> None:
     handles = wb2.submit_many([Tasklet(work, resource_tags=["gpu"]) for _ in range(3)])
     await _settle()
     wb2.refresh()
-    assert wb2.gauges["gpu"].blocked_text.value == "· 2 blocked here"
-    assert wb2.gauges["global"].blocked_text.value == "· 0 blocked here"
+    assert "2 blocked here" in _gauge_row(wb2, "gpu")
+    assert "0 blocked here" in _gauge_row(wb2, "global")
     gate.set()
     await asyncio.gather(*handles)
     await _until(lambda: not wb2.pumping)
-    assert [g.blocked_text.value for g in wb2.gauges.values()] == ["· 0 blocked here"] * 2
+    assert [g.blocked for g in wb2.gauges.values()] == [0, 0]
     await wb.aclose()
     await wb2.aclose()
 
@@ -542,10 +558,12 @@ async def test_cancel_and_why_are_disabled_while_no_tasklet_is_live() -> None:
         await asyncio.sleep(3600)
 
     handle = wb.submit(Tasklet(forever))
-    await _until(lambda: not wb.cancel_button.disabled)  # the pump enabled them
-    assert not wb.why_button.disabled
-    assert "Cancel the selected tasklet" in wb.cancel_button.tooltip
-    wb.cancel_button.click()  # the first live tasklet is selected
+    await _until(lambda: len(wb.tasklet_select.options) == 1)  # the pump listed it ...
+    assert wb.cancel_button.disabled and "Choose a tasklet" in wb.cancel_button.tooltip  # ... nobody chose it
+    wb.tasklet_select.value = handle.id
+    assert not wb.cancel_button.disabled and not wb.why_button.disabled
+    assert "Cancel the chosen tasklet" in wb.cancel_button.tooltip
+    wb.cancel_button.click()
     with pytest.raises(TaskletCancelledError):
         await handle
     await _until(lambda: not wb.pumping)
@@ -571,4 +589,140 @@ async def test_after_a_run_the_drawing_marks_the_target_as_current() -> None:
         await wb.run(Tasklet("house/tidy", required_initial_state="room"))
     hall = next(line for line in wb.path_source.splitlines() if line.startswith("\thall "))
     assert "<I>current</I>" in hall
+    await wb.aclose()
+
+
+# -- v2: what a user sees changes only when it should ------------------------------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from aura_nb.notebook import _dashboard  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class _Limit:
+    """A limit snapshot with the held-back fields the manager reports."""
+
+    name: str
+    capacity: int
+    in_use: int
+    waiting: int
+    held_back: int = 0
+    held_for: str | None = None
+
+
+def test_a_held_back_token_is_its_own_segment_with_a_caption() -> None:
+    row = _dashboard.gauge_html(_Limit("global", 8, 7, 201, held_back=1, held_for="12 (render-1)"))
+    assert "7 / 8 in use · 201 waiting" in row
+    assert re.search(r'aura-seg-used" style="width: 87.5%', row)
+    assert re.search(r'aura-seg-held" style="width: 12.5%', row)
+    assert "1 held for" in row and "12 (render-1)" in row and "the oldest waiter" in row
+    # Not full: not a word of "full", nobody "blocked here" by this limit.
+    assert "aura-load-busy" in row and "0 blocked here" in row
+    # Without the fields (an older manager), no held segment and no caption.
+    plain = _dashboard.gauge_html(_Limit("gpu", 1, 1, 2))
+    assert "aura-seg-held" not in plain and "held for" not in plain and "2 blocked here" in plain
+    assert '<span class="aura-gauge-state">full</span>' in plain
+
+
+def test_the_event_log_falling_behind_is_a_visible_warning() -> None:
+    @_dataclass(frozen=True)
+    class Log:
+        pending_events: int
+        lag_s: float
+        last_error: str | None
+
+    stats = ExecutionManager(max_concurrency=2).statistics()
+
+    class Stats:
+        def __init__(self, log: Log | None) -> None:
+            self.log, self.global_limit = log, stats.global_limit
+
+    assert "aura-badge-log" not in _dashboard.header_html("busy", 3, Stats(None), 0)
+    assert "aura-badge-log" not in _dashboard.header_html("busy", 3, Stats(Log(10, 1.0, None)), 0)
+    late = _dashboard.header_html("busy", 3, Stats(Log(1234, 7.4, "disk I/O error\nforged")), 0)
+    assert "event log 7 s behind (1,234 events not written yet): disk I/O error\\nforged" in late
+
+
+async def test_the_strip_is_live_and_errors_have_a_time_and_a_badge() -> None:
+    wb = Workbench(max_concurrency=2, capacities={"gpu": 1})
+    strip = wb.gauge_strip()
+    assert wb.strip in strip.children and "0 / 1 in use · 0 waiting" in wb.strip.value
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+        raise RuntimeError("boom")
+
+    handles = wb.submit_many([Tasklet(work, resource_tags=["gpu"]) for _ in range(2)])
+    await _until(lambda: "1 / 1 in use · 1 waiting" in wb.strip.value)  # the pump updates the strip
+    assert "busy" in wb.strip.value
+    gate.set()
+    await asyncio.gather(*handles, return_exceptions=True)
+    await _until(lambda: not wb.pumping)
+    assert "⚠ 2 errors" in wb.header.value and "⚠ 2 errors" in wb.strip.value
+    assert re.search(r'<time class="aura-error-time">\d\d:\d\d:\d\d</time>', wb.errors_widget.value)
+    # The errors come before the paths on the page.
+    children = list(wb.widget.children)
+    assert children.index(wb.errors_widget) < children.index(wb.path_widget)
+    await wb.aclose()
+
+
+async def test_a_why_answer_says_when_and_follows_the_tasklet() -> None:
+    wb = Workbench(max_concurrency=4, capacities={"gpu": 1})
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+
+    holder = wb.submit(Tasklet(work, resource_tags=["gpu"], name="trainer"))
+    waiter = wb.submit(Tasklet(work, resource_tags=["gpu"], name="evaluator"))
+    await _settle()
+    wb.refresh()
+    wb.tasklet_select.value = waiter.id
+    wb.why_button.click()
+    assert re.search(r"asked at \d\d:\d\d:\d\d", wb.why_area.value) and "number 1 of 1" in wb.why_area.value
+    gate.set()
+    await asyncio.gather(holder, waiter)
+    await _until(lambda: not wb.pumping)
+    # The answer above was about a wait that is over: it says so, and when it changed.
+    assert "not waiting any more" in wb.why_area.value and "number 1 of 1" not in wb.why_area.value
+    assert "updated at" in wb.why_area.value
+    assert wb.tasklet_select.value == waiter.id  # still the user's choice
+    await wb.aclose()
+
+
+async def test_a_batch_shows_its_progress_and_counts_in_the_header() -> None:
+    wb = Workbench(max_concurrency=2)
+    gate = asyncio.Event()
+
+    async def job() -> None:
+        await gate.wait()
+
+    assert "No batch running" in wb.batch_widget.value
+    batch = asyncio.ensure_future(wb.run_many([Tasklet(job) for _ in range(6)]))
+    await _until(lambda: "0 / 6 done" in wb.batch_widget.value)
+    assert "6 submitted here" in wb.header.value and "busy" in wb.header.value
+    gate.set()
+    await batch
+    assert "No batch running" in wb.batch_widget.value and "6 submitted here" in wb.header.value
+    await wb.aclose()
+
+
+async def test_the_last_paths_stay_selectable_and_the_snapshot_shows_the_last_state() -> None:
+    box: list[Workbench] = []
+    wb = Workbench(plans=[_door_plan([], box)], max_concurrency=2)
+    box.append(wb)
+    await wb.run(Tasklet("house/tidy", required_initial_state="hall"))
+    await wb.run(Tasklet("house/tidy", required_initial_state="room"))
+    keys = [value for _, value in wb.path_select.options]
+    assert len(keys) == 3 and wb.path_select.value == keys[0]  # "the latest", then both paths
+    assert "enter_room" in wb.path_widget.value  # the latest: hall -> room
+    wb.path_select.value = keys[2]  # the first path, planned and walked in milliseconds
+    assert "open_door" in wb.path_widget.value and "enter_room</span></code>" not in wb.path_widget.value
+    wb.path_select.value = keys[0]
+    assert "enter_room" in wb.path_widget.value
+    snapshot = wb.snapshot_html()
+    assert 'class="aura-snapshot"' in snapshot and "aura-gauge-global" in snapshot and "<svg" in snapshot
+    assert "succeeded <b>2</b>" in snapshot
     await wb.aclose()

@@ -40,6 +40,9 @@ from ._hooks import HookBus
 from ._limits import ADMISSION_POLICIES
 from ._manager import HOOK_GRACE_S, ExecutionManager, Executor, TaskCall
 from ._plan import Plan, State, TaskSpec, Transition
+from ._batch import Completion, Outcome
+from ._rates import Rate
+from ._retry import Retry
 from ._planner import Path, StatePlanner, Step
 from ._stats import LimitStatistics, ManagerStatistics, ResourceWait, WaitReport
 from ._tasklet import Tasklet, TaskletHandle
@@ -54,6 +57,7 @@ __all__ = [
     "STATUSES",
     "ArgumentError",
     "ArgumentTypeError",
+    "Completion",
     "AuraError",
     "Event",
     "EventLog",
@@ -68,10 +72,13 @@ __all__ = [
     "ManagerClosedError",
     "ManagerStatistics",
     "ManagerUsageError",
+    "Outcome",
     "Path",
     "Plan",
+    "Rate",
     "ResourceTagError",
     "ResourceWait",
+    "Retry",
     "State",
     "StatePlanner",
     "StatePlanningError",

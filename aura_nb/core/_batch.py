@@ -33,6 +33,7 @@ __all__ = ["Batch"]
 
 #: A worker running tasklets that never suspend yields to the loop this often (s).
 _SLICE = 0.002
+_TERMINAL = frozenset(("succeeded", "failed", "timeout", "cancelled", "planning_failed"))
 _now = time.monotonic
 
 
@@ -54,6 +55,7 @@ class Batch:
         self.unstarted = 0  # workers spawned that have not picked a tasklet yet
         self.stopping = False  # the batch is being cancelled
         self.tg: Any = None
+        self.on_result: Any = None  # called with a position when that tasklet's outcome is known
 
     async def run(self) -> list[Any]:
         if self.tasklets:
@@ -102,6 +104,8 @@ class Batch:
             self.next_of(tags)
             self.results[i] = exc
             self.failed.append(i)
+            if self.on_result is not None:
+                self.on_result(i)
             return i, None
         waiter = run.waiter = em._pool.try_acquire(run.keys, run)
         if waiter is None or waiter.admitted:
@@ -150,6 +154,8 @@ class Batch:
             finally:
                 if run.on_admit is not None:  # it ended without being admitted
                     run.on_admit()
+                if self.on_result is not None and run.status in _TERMINAL:
+                    self.on_result(i)
             if _now() - since > _SLICE:
                 # Tasklets that never suspend would otherwise starve the loop.
                 try:
@@ -165,13 +171,22 @@ class Batch:
             n = len(self.tasklets)
             first = min(failed)
             exc = self.results[first]
-            exc.add_note(
+            add_note(
+                exc,
                 f"run_many: the tasklet at position {first} of the batch of {n} failed"
                 + (f", and {len(failed) - 1} more" if len(failed) > 1 else "")
-                + "; every tasklet ran to its end. run_many(..., return_exceptions=True) returns every outcome."
+                + "; every tasklet ran to its end. run_many(..., return_exceptions=True) returns every outcome.",
             )
             raise exc
         return self.results
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add a note if the exception takes one: a task's own exception reaches the caller unchanged."""
+    try:
+        exc.add_note(note)
+    except Exception:  # noqa: BLE001 - e.g. its __notes__ is not a list
+        pass
 
 
 def cancel_requested() -> bool:
@@ -185,3 +200,129 @@ def cancel_requested() -> bool:
     except RuntimeError:  # trio: cancellation only comes from scopes
         return False
     return task is not None and task.cancelling() > 0  # a native task.cancel()
+
+
+class Outcome:
+    """One tasklet of :meth:`ExecutionManager.as_completed`, as it finished.
+
+    ``index``: its position in the batch; ``tasklet`` and ``id``; ``result`` or
+    ``error`` (``ok`` says which). ``unwrap()`` returns the result or raises the error.
+    """
+
+    __slots__ = ("index", "tasklet", "result", "error")
+
+    def __init__(self, index: int, tasklet: Tasklet, result: Any, error: BaseException | None) -> None:
+        self.index, self.tasklet, self.result, self.error = index, tasklet, result, error
+
+    @property
+    def id(self) -> str:
+        return self.tasklet.id
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def unwrap(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def __repr__(self) -> str:
+        what = f"result={self.result!r}" if self.error is None else f"error={type(self.error).__name__}"
+        return f"<Outcome #{self.index} {self.tasklet.id} {what}>"
+
+
+class _Feed:
+    """The running side of a :class:`Completion`: the batch, its task and the send stream.
+
+    Kept apart so that nothing it references points back to the iterator a user holds:
+    dropping that iterator (``break``) lets it be finalized, which cancels this.
+    """
+
+    def __init__(self, em: ExecutionManager, batch: Batch, send: Any) -> None:
+        self.em, self.batch, self.send = em, batch, send
+        self.scope: anyio.CancelScope | None = None
+        self.done = anyio.Event()
+        batch.on_result = self.finished
+
+    def finished(self, i: int) -> None:
+        failed = self.batch.failed
+        self.send.send_nowait((i, bool(failed) and failed[-1] == i))  # failures are appended just before
+
+    async def run(self) -> None:
+        batch = self.batch
+        try:
+            with anyio.CancelScope() as self.scope:
+                self.em._batches.append(batch)
+                try:
+                    await batch.run()
+                finally:
+                    self.em._batches.remove(batch)
+        finally:
+            self.send.close()
+            self.done.set()
+
+    def cancel(self) -> None:
+        self.batch.stopping = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class Completion:
+    """``em.as_completed(tasklets)``: an async iterator of :class:`Outcome` as they finish.
+
+    The batch runs like ``run_many`` (a few workers, no task per tasklet) in one task
+    of its own, started at the first ``__anext__``. Leaving early (``break``, an
+    exception, ``aclose()``, or leaving ``async with``) cancels what is left: running
+    tasklets end ``cancelled`` (tokens back, events recorded), unfed ones never start.
+    """
+
+    def __init__(self, em: ExecutionManager, batch: Batch, spawn: Any) -> None:
+        send, self._receive = anyio.create_memory_object_stream[tuple[int, bool]](math.inf)
+        self._feed = _Feed(em, batch, send)
+        self._spawn = spawn
+        self._started = False
+
+    def __aiter__(self) -> Completion:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        feed = self._feed
+        if not self._started:
+            self._started = True
+            self._spawn(feed.run)
+        try:
+            i, failed = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if feed.batch.fatal:
+                raise feed.batch.fatal[0] from None
+            raise StopAsyncIteration from None
+        batch = feed.batch
+        value = batch.results[i]
+        return Outcome(i, batch.tasklets[i], None if failed else value, value if failed else None)
+
+    async def aclose(self) -> None:
+        """Cancel what is left and wait until it has ended (tokens back, events recorded)."""
+        feed = self._feed
+        feed.cancel()
+        if self._started:
+            with anyio.CancelScope(shield=True):
+                await feed.done.wait()
+        else:
+            self._started = True  # never ran: nothing was submitted
+            feed.send.close()
+        self._receive.close()
+
+    async def __aenter__(self) -> Completion:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # `break` out of `async for` drops the iterator: cancel the rest (its task ends it).
+        try:
+            if self._started and not self._feed.done.is_set():
+                self._feed.cancel()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass

@@ -75,20 +75,28 @@ AURA_HOOKS: tuple[str, ...] = ("before_task_run", "after_task_success", "after_t
 #: Terminal statuses of a tasklet.
 STATUSES: tuple[str, ...] = ("succeeded", "failed", "timeout", "cancelled", "planning_failed")
 #: Columns of :meth:`EventLog.to_frame`. ``detail``: the outcome of a state check, the
-#: hook that raised, the planned path as text, the worker that ran a task.
+#: hook that raised, the planned path as text, the worker that ran a task. ``attempt``:
+#: which attempt of a tasklet with a retry policy the event belongs to (1, 2, ...; null
+#: for events before its first retry decision and for tasklets without a policy).
 COLUMNS: tuple[str, ...] = (
     "seq", "t", "at", "event", "tasklet_id", "task", "plan", "status", "resource_tags",
-    "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail",
+    "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail", "attempt",
 )  # fmt: skip
 #: Columns of :meth:`EventLog.runs`.
 RUN_COLUMNS: tuple[str, ...] = (
     "tasklet_id", "name", "task", "plan", "resource_tags", "status", "submitted_at",
-    "queue_s", "planning_s", "run_s", "total_s", "transitions", "error_type", "error_message",
+    "queue_s", "planning_s", "run_s", "total_s", "transitions", "error_type", "error_message", "attempts",
 )  # fmt: skip
 
 _CODE = {name: code for code, name in enumerate(EVENT_NAMES)}
-_SPARSE = ("status", "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail")
+_SPARSE = ("status", "state_from", "state_to", "step", "duration_s", "error_type", "error_message", "detail",
+           "attempt")  # fmt: skip
 _EMPTY_X: tuple[Any, ...] = (None,) * len(_SPARSE)
+
+
+def _full_x(x: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The sparse fields padded to :data:`_SPARSE` (most callers leave ``attempt`` out)."""
+    return x if len(x) == len(_SPARSE) else (*x, *(None,) * (len(_SPARSE) - len(x)))
 #: ``runs()["status"]`` of a tasklet that never reached ``after_task_run`` (a crash).
 UNFINISHED = "unfinished"
 _FLUSH_INTERVAL = 0.2
@@ -177,6 +185,7 @@ class Event:
     error_type = property(lambda self: self._sparse()[5])
     error_message = property(lambda self: self._sparse()[6])
     detail = property(lambda self: self._sparse()[7])
+    attempt = property(lambda self: _full_x(self._sparse())[8])
     tasklet = property(lambda self: self._tasklet)
     error = property(lambda self: self._error)
     path = property(lambda self: self._path)
@@ -206,7 +215,7 @@ class Event:
         bits = [f"#{self.seq}", self.event]
         if self.tasklet_id is not None:
             bits.append(f"tasklet={self.tasklet_id}")
-        for name, value in zip(_SPARSE, self._sparse()):
+        for name, value in zip(_SPARSE, _full_x(self._sparse())):
             if value is not None:
                 bits.append(f"{name}={value!r}")
         return f"<Event {' '.join(bits)}>"
@@ -314,7 +323,7 @@ class EventLog:
         tk_rows = [(tix0 + a_tk + i, session, *row) for i, row in enumerate(tks)]
         ev_rows = [
             (seq0 + seq, session, t - origin, wall + t, code, EVENT_NAMES[code], tix0 + tix if tix >= 0 else -1,
-             *(sparse.get(seq) or _EMPTY_X), 1 if seq in sparse else 0)
+             *_full_x(sparse.get(seq) or _EMPTY_X), 1 if seq in sparse else 0)
             for seq, t, code, tix in zip(range(a, n), ts, codes, tixs)
         ]  # fmt: skip
         return ev_rows, tk_rows, n, n_tk
@@ -375,7 +384,7 @@ class EventLog:
         with _sqlite.reading(sink.path) as con:
             row = con.execute(
                 "SELECT t, code, tix, status, state_from, state_to, step, duration_s, error_type, error_message,"
-                " detail, sparse FROM events WHERE seq = ?",
+                " detail, attempt, sparse FROM events WHERE seq = ?",
                 (sink.seq0 + seq,),
             ).fetchone()
         t, code, tix, *extra, sparse = row
@@ -454,6 +463,7 @@ class EventLog:
         idx = np.fromiter(self._xseq, dtype=np.int64, count=m)
         keep = idx < n
         rows = [row for row, k in zip(self._xval[:m], keep) if k] if not keep.all() else self._xval[:m]
+        rows = [row if len(row) == len(_SPARSE) else _full_x(row) for row in rows]
         idx = idx[keep]
         columns = dict(zip(_SPARSE, zip(*rows))) if len(idx) else {name: () for name in _SPARSE}
 
@@ -505,6 +515,7 @@ class EventLog:
                 "error_type": sparse_categorical("error_type"),
                 "error_message": pd.array(messages, dtype=_TEXT),
                 "detail": sparse_categorical("detail"),
+                "attempt": sparse_int("attempt"),
             },
             columns=list(COLUMNS),
             copy=False,
@@ -557,6 +568,10 @@ class EventLog:
         status[idx] = done["status"].astype(object).to_numpy()
         etype[idx] = done["error_type"].astype(object).to_numpy()
         emsg[idx] = done["error_message"].astype(object).to_numpy()
+        attempts = np.ones(n_tk, dtype=np.int64)
+        attempt = frame["attempt"]
+        mask = attempt.notna().to_numpy() & (tix_all >= 0)
+        np.maximum.at(attempts, tix_all[mask], attempt[mask].to_numpy(dtype=np.int64))
         transitions = np.zeros(n_tk, dtype=np.int64)
         mask = (codes == _CODE["state_transition_finished"]) & (tix_all >= 0)
         np.add.at(transitions, tix_all[mask], 1)
@@ -588,6 +603,7 @@ class EventLog:
                 "transitions": transitions,
                 "error_type": text(etype),
                 "error_message": text(emsg),
+                "attempts": attempts,
             },
             columns=list(RUN_COLUMNS),
         )
@@ -658,7 +674,7 @@ class EventLog:
                 for i, row in enumerate(
                     con.execute(
                         "SELECT t, at, code, tix, status, state_from, state_to, step, duration_s, error_type,"
-                        " error_message, detail, sparse FROM events WHERE seq >= ? AND seq < ? AND tix < ?"
+                        " error_message, detail, attempt, sparse FROM events WHERE seq >= ? AND seq < ? AND tix < ?"
                         " ORDER BY seq",
                         (seq0, seq1, tix0 + len(log._tk)),
                     )

@@ -35,6 +35,13 @@ untagged work queues ahead of the GPU tasklets. Overtaking is bounded: while one
 is the oldest waiter, at most ``max_concurrency`` others may pass it this way; then the
 FIFO rule holds until it is admitted.
 
+Rates (``set_rate``; :mod:`._rates`) are one more kind of token under the same rule: a
+resource with a rate also needs a rate token, taken in the same all-or-nothing step, held
+back for the oldest waiter like a capacity token, and given back by the clock ``per``
+seconds after it was taken instead of at release. A queue blocked by a rate is parked on
+that resource; the pool's one :class:`~._rates.Timer`, armed for the earliest expiry a
+waiter needs, unparks it. Without a declared rate this costs one test of an empty dict.
+
 Cost: waiters with the same set of resources share one queue; the heads of the queues
 sit in a heap by age, and a queue whose head is blocked by a full (or held-back)
 resource is *parked* on that resource until one of its tokens comes back. A release
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -53,6 +61,7 @@ from typing import Any
 import anyio
 
 from ._errors import ManagerClosedError
+from ._rates import GUARD, UNLIMITED, Rate, Timer, Window
 
 __all__ = ["ADMISSION_POLICIES", "GLOBAL", "ResourcePool"]
 
@@ -63,7 +72,7 @@ ADMISSION_POLICIES = ("fifo", "bottleneck")
 
 
 class _Waiter:
-    __slots__ = ("seq", "queue", "owner", "admitted", "closed", "future", "event", "passed")
+    __slots__ = ("seq", "queue", "owner", "admitted", "closed", "future", "event", "passed", "windows")
 
     def __init__(self, seq: int, queue: _Queue, owner: Any) -> None:
         self.seq = seq
@@ -74,6 +83,7 @@ class _Waiter:
         self.future: asyncio.Future[None] | None = None
         self.event: anyio.Event | None = None
         self.passed = 0  # how often the bottleneck rule let a younger waiter pass it
+        self.windows: list[Window] | None = None  # rate tokens taken, until its task resumes
 
     def wake(self) -> None:
         if self.future is not None:
@@ -117,6 +127,8 @@ class ResourcePool:
         self._n_waiting = 0
         self._seq = 0
         self._closed = False
+        self._rates: dict[str, Window] = {}  # resources with a rate quota (usually none)
+        self._timer: Timer | None = None
 
     # -- declaring ---------------------------------------------------------------
     def declare(self, name: str, capacity: int) -> None:
@@ -128,6 +140,36 @@ class ResourcePool:
         if grew and self._n_waiting:
             self._unpark(name)
             self._dispatch()
+
+    def set_rate(self, name: str, rate: Rate | None) -> None:
+        """Give a resource a rate quota, change it, or remove it (None), live.
+
+        A resource named for the first time gets the capacity :data:`UNLIMITED`.
+        Lowering a rate preempts nothing: tokens already taken still count in their window.
+        """
+        self.capacity.setdefault(name, UNLIMITED)
+        self.in_use.setdefault(name, 0)
+        self.waiting.setdefault(name, 0)
+        if rate is None:
+            self._rates.pop(name, None)
+        elif name in self._rates:
+            window = self._rates[name]
+            window.limit, window.per = rate.limit, rate.per
+        else:
+            self._rates[name] = Window(rate)
+            if self._timer is None:
+                self._timer = Timer(self._tick)
+        if self._n_waiting:
+            self._unpark(name)
+            self._dispatch()
+
+    def rate_of(self, name: str) -> tuple[Rate, int, float | None] | None:
+        """(rate, tokens taken in the current window, seconds until the next comes back), or None."""
+        window = self._rates.get(name)
+        if window is None:
+            return None
+        now = time.monotonic()
+        return Rate(window.limit, window.per), window.used(now), window.next_in(now)
 
     # -- acquiring ---------------------------------------------------------------
     def try_acquire(self, keys: tuple[str, ...], owner: Any) -> _Waiter | None:
@@ -143,10 +185,28 @@ class ResourcePool:
                 if in_use[key] >= capacity[key]:
                     break
             else:
-                for key in keys:
-                    in_use[key] += 1
-                return None
+                rates = self._rates
+                if not rates or self._rate_blocker(keys, ()) is None:
+                    for key in keys:
+                        in_use[key] += 1
+                    if rates:
+                        self._stamp(keys)
+                    return None
         waiter = self._enqueue(keys, owner)
+        self._dispatch()
+        return waiter
+
+    def requeue(self, keys: tuple[str, ...], owner: Any, place: float | None) -> _Waiter | None:
+        """:meth:`try_acquire` for a tasklet that was in line before (a retry): it keeps its place.
+
+        ``place``: the seq it waited with, or None if it never waited (it was admitted
+        when nobody waited, so it goes before every first-time waiter now in line).
+        """
+        if not self._n_waiting:
+            return self.try_acquire(keys, owner)
+        if place is None:
+            place = min(w.seq for q in self._queues.values() for w in q.waiters) - 0.5
+        waiter = self._enqueue(keys, owner, place)
         self._dispatch()
         return waiter
 
@@ -167,14 +227,20 @@ class ResourcePool:
         except BaseException:
             self.cancel_waiter(waiter)
             raise
+        if waiter.windows is not None:
+            self._use(waiter)
         if waiter.closed:
             raise ManagerClosedError("the manager was closed while this tasklet waited for resources")
 
     def cancel_waiter(self, waiter: _Waiter) -> None:
         """Forget a waiter whose task will not wait (any more): leaves nothing behind."""
         if waiter.admitted:
-            # Admitted, then cancelled before it could resume: give the tokens back.
+            # Admitted, then cancelled before it could resume: give the tokens back
+            # (its rate tokens too: it never started).
             waiter.admitted = False
+            for window in waiter.windows or ():
+                window.pending -= 1
+            waiter.windows = None
             self.release(waiter.queue.keys)
         elif not waiter.closed:
             self._remove(waiter)
@@ -192,13 +258,25 @@ class ResourcePool:
             self._dispatch()
 
     # -- the queues ----------------------------------------------------------------
-    def _enqueue(self, keys: tuple[str, ...], owner: Any) -> _Waiter:
+    def _enqueue(self, keys: tuple[str, ...], owner: Any, place: float | None = None) -> _Waiter:
         queue = self._queues.get(keys)
         if queue is None:
             queue = self._queues[keys] = _Queue(keys)
-        self._seq += 1
-        waiter = _Waiter(self._seq, queue, owner)
-        queue.waiters.append(waiter)
+        if place is None:
+            self._seq += 1
+            waiter = _Waiter(self._seq, queue, owner)
+            queue.waiters.append(waiter)
+        else:  # a retry: back to its old place (the queue stays in seq order)
+            waiter = _Waiter(place, queue, owner)  # type: ignore[arg-type]
+            i = sum(1 for w in queue.waiters if w.seq < place)
+            queue.waiters.insert(i, waiter)
+            oldest = self._oldest
+            if oldest is not None and place < oldest.seq:  # it is older than the oldest: that one holds nothing back now
+                self._oldest = None
+                for key in oldest.queue.keys[1:]:
+                    self._unpark(key)
+            if i == 0 and len(queue.waiters) > 1:
+                self._new_head(queue)
         if len(queue.waiters) == 1:
             self._new_head(queue)
         self._n_waiting += 1
@@ -243,6 +321,8 @@ class ResourcePool:
         queue = waiter.queue
         for key in queue.keys:
             in_use[key] += 1
+        if self._rates:
+            waiter.windows = self._hold(queue.keys)
         queue.waiters.popleft()
         waiter.admitted = True
         self._unlink(waiter)
@@ -252,6 +332,8 @@ class ResourcePool:
     def _park(self, queue: _Queue, key: str) -> None:
         queue.parked_on = key
         self._parked.setdefault(key, []).append(queue)
+        if key in self._rates:
+            self._arm((key,))
 
     def _unpark(self, key: str) -> None:
         parked = self._parked.pop(key, None)
@@ -279,7 +361,76 @@ class ResourcePool:
         for key in keys:
             if in_use[key] + (key in held) >= capacity[key]:
                 return key
+        if self._rates:
+            return self._rate_blocker(keys, held)
         return None
+
+    # -- rates ---------------------------------------------------------------------
+    def _rate_blocker(self, keys: tuple[str, ...], held: tuple[str, ...]) -> str | None:
+        """The first key of ``keys`` whose rate has no token for this waiter (or None)."""
+        rates = self._rates
+        now = time.monotonic()
+        for key in keys:
+            window = rates.get(key)
+            if window is not None and window.used(now) + (key in held) >= window.limit:
+                return key
+        return None
+
+    def _stamp(self, keys: tuple[str, ...]) -> None:
+        """Admitted: take a rate token of every rated key (it comes back ``per`` s later)."""
+        rates = self._rates
+        now = time.monotonic()
+        for key in keys:
+            window = rates.get(key)
+            if window is not None:
+                window.stamps.append(now)
+
+    def _hold(self, keys: tuple[str, ...]) -> list[Window]:
+        """Admitted from the queue: take its rate tokens, their window starting when its task resumes.
+
+        A queued tasklet's task resumes a little after its admission (after the tasks
+        woken before it): starting the window then keeps the quota exact where it
+        matters, at the moment the work starts.
+        """
+        rates = self._rates
+        windows = [window for key in keys if (window := rates.get(key)) is not None]
+        for window in windows:
+            window.pending += 1
+        return windows
+
+    def _use(self, waiter: _Waiter) -> None:
+        """Its task resumed: the rate tokens it took start their window now."""
+        now = time.monotonic()
+        for window in waiter.windows or ():
+            window.pending -= 1
+            window.stamps.append(now)
+        waiter.windows = None
+        if self._n_waiting:
+            self._arm(waiter.queue.keys)
+
+    def _arm(self, keys: tuple[str, ...]) -> None:
+        """A waiter needs a rate token of one of ``keys``: wake the pool when the first comes back."""
+        rates, timer = self._rates, self._timer
+        if timer is None:
+            return
+        now = time.monotonic()
+        for key in keys:
+            window = rates.get(key)
+            if window is not None and window.used(now) + 1 >= window.limit and window.stamps:
+                timer.arm(window.stamps[0] + window.per + GUARD)
+
+    def _tick(self) -> None:
+        """The timer fired: rate tokens came back. Unpark what waits for them, admit, re-arm."""
+        if not self._n_waiting:
+            return
+        for key in self._rates:
+            if key in self._parked:
+                self._unpark(key)
+        self._dispatch()
+        if self._n_waiting:
+            # Queues still parked on a rate (or an oldest waiter still short of a rate
+            # token) need the next expiry; the dispatch re-armed only what it re-parked.
+            self._arm(tuple(key for key in self._rates if self.waiting[key]))
 
     # -- the rule ------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -294,9 +445,11 @@ class ResourcePool:
             oldest = head.waiters[0]
             if in_use[GLOBAL] < capacity[GLOBAL] and self.bottleneck and self._pass_oldest(oldest):
                 continue
-            if self._blocker(head.keys, ()) is None:
+            if (key := self._blocker(head.keys, ())) is None:
                 self._admit(oldest)
                 continue
+            if key in self._rates:
+                self._arm((key,))
             if self._oldest is not oldest:
                 self._oldest = oldest
             break
@@ -359,6 +512,8 @@ class ResourcePool:
         self._heads.clear()
         self._ready.clear()
         self._parked.clear()
+        if self._timer is not None:
+            self._timer.close()
         return woken
 
     # -- introspection -------------------------------------------------------------
@@ -392,6 +547,13 @@ class ResourcePool:
                 out[key] = "full"
             elif key in held and in_use[key] + 1 >= capacity[key]:
                 out[key] = "held back"
+        for key, window in self._rates.items():
+            if key in waiter.queue.keys and key not in out:
+                used = window.used(time.monotonic())
+                if used >= window.limit:
+                    out[key] = "quota used"
+                elif key in held and used + 1 >= window.limit:
+                    out[key] = "quota held back"
         return out
 
     def owners_waiting(self) -> Iterable[Any]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import anyio
 import anyio.lowlevel
 
 from . import _body
-from ._batch import Batch
+from ._batch import Batch, Completion
 from ._checks import describe_error, is_awaitable, one_of, positive_int, seconds, shown
 from ._errors import (
     ArgumentError,
@@ -51,6 +52,7 @@ from ._errors import (
 from ._events import _CODE, _EMPTY_X, STATUSES, Event, _EventWriter
 from ._hooks import HookBus
 from ._limits import ADMISSION_POLICIES, GLOBAL, ResourcePool
+from ._rates import Rate
 from ._resolve import Resolver
 from ._stats import LimitStatistics, ManagerStatistics, ResourceWait, WaitReport
 from ._tags import check_resource_name
@@ -105,23 +107,22 @@ _HOOK_ERROR = _CODE["hook_error"]
 
 _now = time.monotonic
 _SUCCEEDED_X = ("succeeded", None, None, None, None, None, None, None)
+_CANCELLED_X = ("cancelled", None, None, None, None, "Cancelled", "the tasklet was cancelled", None)
 _TERMINAL = frozenset(STATUSES)
 #: Set while a hook of this manager is awaited in this task: aclose() refuses there.
-_IN_HOOK: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar("aura_nb_in_hook", default=None)
+_IN_HOOK: contextvars.ContextVar[Any] = contextvars.ContextVar("aura_nb_in_hook", default=None)
 
 
-def _failure_x(status: str, exc: BaseException, detail: str | None = None) -> tuple[Any, ...]:
+def _failure_x(status: str, exc: BaseException, detail: str | None = None, attempt: int | None = None) -> tuple[Any, ...]:
     """The sparse fields of a failure event; a cancellation reads the same on every backend."""
-    if isinstance(exc, anyio.get_cancelled_exc_class()):
-        return (status, None, None, None, None, "Cancelled", "the tasklet was cancelled", detail)
-    return (status, None, None, None, None, *describe_error(exc), detail)
+    if isinstance(exc, anyio.get_cancelled_exc_class()) or (status == "cancelled" and not isinstance(exc, Exception)):
+        return (status, None, None, None, None, "Cancelled", "the tasklet was cancelled", detail, attempt)
+    return (status, None, None, None, None, *describe_error(exc), detail, attempt)
 
 
-def _task_id() -> Any:
-    try:
-        return anyio.get_current_task().id
-    except RuntimeError:  # pragma: no cover - no async library running
-        return None
+def _attempt_of(run: _Run) -> int | None:
+    """The attempt column of a tasklet's events: set once it has a retry policy."""
+    return run.attempt if run.tasklet.retry is not None else None
 
 
 class _Run:
@@ -130,7 +131,7 @@ class _Run:
     __slots__ = (
         "tasklet", "tix", "keys", "fn", "is_async", "plan", "task_label", "status",
         "handle", "timed_out", "planning", "seq0", "waiter", "worker", "on_admit",
-        "body_started", "cancel_requested", "scope", "after_scope", "result",
+        "body_started", "cancel_requested", "scope", "after_scope", "result", "attempt", "place",
     )  # fmt: skip
 
     def __init__(
@@ -154,6 +155,8 @@ class _Run:
         self.scope: anyio.CancelScope | None = None  # a started tasklet's own scope
         self.after_scope: anyio.CancelScope | None = None  # while after_task_run hooks run
         self.result: Any = None
+        self.attempt = 1  # with a retry policy: which attempt runs
+        self.place: float | None = None  # its seq in the pool's queue, if it waited (a retry keeps it)
 
     def request_cancel(self) -> bool:
         """A handle's cancel(): True if this changes the outcome (it ends ``cancelled``)."""
@@ -179,7 +182,8 @@ class ExecutionManager:
     seconds; ``keep_events=N`` then keeps only about the newest N events in memory (the
     frames read older ones from the file). ``planning_timeout``: default limit for the
     planning phase. ``executor``: where task bodies run (default: here; see
-    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``).
+    :class:`Executor`, e.g. ``aura_nb.DaskExecutor``). ``rates``: rate quotas by
+    resource, e.g. ``{"api_key_A": "10/s"}`` (see :meth:`set_rate`).
 
     Use it as ``async with ExecutionManager(...) as em:``, or call ``await em.aclose()``
     when done. Every argument is checked before anything is opened: a failed
@@ -198,6 +202,7 @@ class ExecutionManager:
         keep_events: int | None = None,
         planning_timeout: float | None = None,
         executor: Executor | None = None,
+        rates: Mapping[str, Rate | str] | None = None,
     ) -> None:
         where = "ExecutionManager"
         max_concurrency = positive_int(max_concurrency, what="max_concurrency", where=f"{where}(max_concurrency=...)")
@@ -228,6 +233,12 @@ class ExecutionManager:
             check_resource_name(name, where=at)
             cap = positive_int(cap, what="capacity", where=at, error=ResourceTagError)
             self._resolver.declare(name, cap, f"capacities={{{name!r}: {cap}}}")
+        if rates is not None and not isinstance(rates, Mapping):
+            raise ArgumentTypeError(f"{where}(rates=...): rates {shown(rates)} must be a mapping like {{'api': '10/s'}}")
+        for name, rate in (rates or {}).items():
+            at = f"rates[{shown(name)}]"
+            check_resource_name(name, where=at)
+            self._resolver.declare_rate(name, Rate.parse(rate, where=at), f"rates={{{name!r}: {str(rate)!r}}}")
         for plan in list(plans):
             self._resolver.add_plan(plan)
         #: Where task bodies run: None runs them here (async on the loop, sync in threads).
@@ -274,6 +285,28 @@ class ExecutionManager:
         capacity = positive_int(capacity, what="capacity", where=where, error=ResourceTagError)
         self._resolver.declare(name, capacity, "set_capacity()")
         self._resolver.keys.clear()
+
+    def set_rate(self, name: str, rate: Rate | str | None) -> None:
+        """Give a resource a rate quota, change it, or remove it (``None``), live.
+
+        ``rate``: ``"10/s"``, ``"600/min"``, ``"5/2s"`` or ``an.Rate(10, per=1.0)``: at
+        most that many tasklets tagging ``name`` are admitted in any window of ``per``
+        seconds (a sliding window). The rate token is taken in the same all-or-nothing
+        step as every other limit and comes back ``per`` seconds after it was taken, not
+        at release. A resource named here for the first time has no capacity (any number
+        at once); a tag ``name:N`` or :meth:`set_capacity` can add one. Lowering a rate
+        preempts nothing: tokens taken in the current window still count.
+        """
+        where = f"set_rate({shown(name)}, {shown(rate)})"
+        check_resource_name(name, where=where)
+        parsed = None if rate is None else Rate.parse(rate, where=where)
+        self._resolver.declare_rate(name, parsed, "set_rate()")
+
+    @property
+    def rates(self) -> Mapping[str, Rate]:
+        """The rate quotas by resource name."""
+        pool = self._pool
+        return MappingProxyType({name: info[0] for name in pool.capacity if (info := pool.rate_of(name))})
 
     def set_max_concurrency(self, n: int) -> None:
         """Change the global limit, live (same rules as :meth:`set_capacity`)."""
@@ -355,11 +388,11 @@ class ExecutionManager:
         try:
             # 3. Plan the state, if it needs one; then before_task_run.
             if by_code[_ACQUIRED] or tasklet.required_initial_state is not None or run.cancel_requested:
-                t_run = await self._prepare(run)
+                await self._prepare(run)
             else:
                 run.status = "running"
                 self._n_running += 1
-                seq = rec.record_pair(_ACQUIRED, _BEFORE, tix, t_run := _now())
+                seq = rec.record_pair(_ACQUIRED, _BEFORE, tix, _now())
                 if by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, _EMPTY_X)) is not None:
                     await aw
             # 4. The body, under its timeout.
@@ -368,7 +401,7 @@ class ExecutionManager:
                 out = run.fn(**params) if params else run.fn()
                 result = await out if type(out) is CoroutineType else await _body.awaited(out)
             else:
-                result = await self._call_body(run, t_run)
+                result = await self._call_body(run)
             if run.worker is None:
                 x = _EMPTY_X
                 seq = rec.record(_SUCCESS, tix, _now())
@@ -378,18 +411,22 @@ class ExecutionManager:
             if by_code[_SUCCESS] and (aw := self._fire(_SUCCESS, seq, run, x, result=result)) is not None:
                 await aw
         except BaseException as exc:
+            if tasklet.retry is not None:  # another attempt, maybe (see _retry)
+                return await self._retry(run, exc)
             # 5. Any failure: after_task_failure, release, after_task_run.
             await self._conclude(run, exc, holding=True)
             raise
         # 5. Success: release, then the terminal event and its hooks.
         self._pool.release(run.keys)
-        if by_code[_RELEASED]:
+        if by_code[_RELEASED] or run.cancel_requested:
             return await self._released_then_end(run, result)
         self._end(run, "succeeded")
         seq = rec.record_pair(_RELEASED, _AFTER, tix, _now(), _SUCCEEDED_X)
-        if by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, _SUCCEEDED_X, result=result)) is not None:
-            await self._after_hooks(run, aw, result)
-        self._forget(run)
+        try:
+            if by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, _SUCCEEDED_X, result=result)) is not None:
+                await self._after_hooks(run, aw, result)
+        finally:
+            self._forget(run)
         return result
 
     async def _wait_for_tokens(self, run: _Run) -> None:
@@ -401,6 +438,7 @@ class ExecutionManager:
                 await aw
             if waiter is not None:
                 waiting = True
+                run.place = waiter.seq
                 await self._pool.wait(waiter)  # leaves nothing behind when cancelled
                 if run.on_admit is not None:
                     run.on_admit()
@@ -413,7 +451,92 @@ class ExecutionManager:
             await self._conclude(run, exc, holding=waiter is None)
             raise
 
-    async def _prepare(self, run: _Run) -> float:
+    # -- retries -------------------------------------------------------------------------
+    async def _retry(self, run: _Run, exc: BaseException) -> Any:
+        """A tasklet with a retry policy failed: run it again while the policy allows.
+
+        Between attempts it records the failure (``after_task_failure``, status empty,
+        ``detail`` saying when it retries) and ``resources_released``, gives every
+        token back, sleeps the backoff holding nothing, and queues again at its old
+        place. Every event from then on carries its ``attempt``. When the policy says
+        no, the failure path is the usual one (``_conclude``). A cancellation during
+        the backoff or the wait ends the tasklet ``cancelled``.
+        """
+        rec, pool = self._writer, self._pool
+        while True:
+            delay = self._retry_delay(run, exc)
+            if delay is None:
+                await self._conclude(run, exc, holding=True)
+                raise exc
+            # This attempt is over: its failure, then every token back.
+            if run.status == "running":
+                self._n_running -= 1
+            elif run.status == "planning":
+                self._n_planning -= 1
+                run.planning = False
+            run.status = "waiting"
+            x = _failure_x(None, exc, f"attempt {run.attempt} failed; retrying in {delay:.3g} s", run.attempt)  # type: ignore[arg-type]
+            seq = rec.record_x(_FAILURE, run.tix, _now(), x)
+            pool.release(run.keys)
+            released = (*_EMPTY_X[:-1], run.attempt)
+            rec.record_x(_RELEASED, run.tix, _now(), released)
+            run.attempt += 1
+            run.timed_out = None
+            try:
+                if self.hooks.by_code[_FAILURE] and (aw := self._fire(_FAILURE, seq, run, x, error=exc)) is not None:
+                    await aw
+                await anyio.sleep(delay)
+                if self._closed and not self._draining:
+                    raise ManagerClosedError("the manager was closed while this tasklet waited to retry")
+                run.waiter = pool.requeue(run.keys, run, run.place)
+                if run.waiter is not None:
+                    await pool.wait(run.waiter)  # leaves nothing behind when cancelled
+                run.waiter = None
+            except BaseException as late:
+                run.waiter = None
+                await self._conclude(run, late, holding=False)
+                raise
+            try:
+                result = await self._attempt(run)
+            except BaseException as again:
+                exc = again
+                continue
+            self._pool.release(run.keys)
+            return await self._released_then_end(run, result)
+
+    def _retry_delay(self, run: _Run, exc: BaseException) -> float | None:
+        """Seconds before the next attempt, or None: this failure is final."""
+        policy = run.tasklet.retry
+        if policy is None or run.attempt > policy.times or run.cancel_requested or self._closed:
+            return None
+        status = self._status_of(run, exc, True)
+        if status == "cancelled" or (status == "timeout" and not policy.timeouts):
+            return None
+        if status == "planning_failed" and not policy.planning:
+            return None
+        if not isinstance(exc, policy.on) and status == "failed":
+            return None
+        return policy.delay(run.attempt, exc)
+
+    async def _attempt(self, run: _Run) -> Any:
+        """One more attempt, holding its tokens: the uncommon path of :meth:`submit`'s steps 3-4."""
+        x = (*_EMPTY_X[:-1], run.attempt)
+        await self._event(_ACQUIRED, run, x)
+        if run.tasklet.required_initial_state is not None:
+            await self._plan_state(run)
+        run.status = "running"
+        self._n_running += 1
+        seq = self._writer.record_x(_BEFORE, run.tix, _now(), x)
+        if self.hooks.by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, x)) is not None:
+            await aw
+        result = await self._call_body(run)
+        x = (*_EMPTY_X[:-2], run.worker, run.attempt)
+        seq = self._writer.record_x(_SUCCESS, run.tix, _now(), x)
+        if self.hooks.by_code[_SUCCESS] and (aw := self._fire(_SUCCESS, seq, run, x, result=result)) is not None:
+            await aw
+        return result
+
+    async def _prepare(self, run: _Run) -> None:
         """Between taking the tokens and the body: ``resources_acquired``, planning, ``before_task_run``."""
         if run.cancel_requested:
             await anyio.lowlevel.checkpoint()  # cancelled before its task ran: stop here
@@ -422,10 +545,9 @@ class ExecutionManager:
             await self._plan_state(run)
         run.status = "running"
         self._n_running += 1
-        seq = self._writer.record(_BEFORE, run.tix, t_run := _now())
+        seq = self._writer.record(_BEFORE, run.tix, _now())
         if self.hooks.by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, _EMPTY_X)) is not None:
             await aw
-        return t_run
 
     async def _plan_state(self, run: _Run) -> None:
         run.status = "planning"
@@ -443,8 +565,9 @@ class ExecutionManager:
         self._n_planning -= 1
         run.planning = False
 
-    async def _call_body(self, run: _Run, t_run: float) -> Any:
+    async def _call_body(self, run: _Run) -> Any:
         """Every body but the plainest (async, no timeout, here): see ``_body``."""
+        t_run = _now()  # the timeout counts from here: before_task_run hooks are not the body
         tasklet = run.tasklet
         if self.executor is not None:
 
@@ -460,22 +583,30 @@ class ExecutionManager:
         return await _body.call_async_timed(run, run.fn, tasklet.params, t_run, bool(self._native))
 
     async def _released_then_end(self, run: _Run, result: Any) -> Any:
-        """The success path when ``resources_released`` has hooks (tokens already back)."""
+        """The success path with ``resources_released`` hooks, or a cancel requested (tokens are back).
+
+        A cancellation that lands before the terminal event (a cut hook, or a handle's
+        ``cancel()`` that found no checkpoint) makes the tasklet ``cancelled``.
+        """
         seq = self._writer.record(_RELEASED, run.tix, _now())
         pending: BaseException | None = None
         try:
-            if (aw := self._fire(_RELEASED, seq, run)) is not None:
+            if self.hooks.by_code[_RELEASED] and (aw := self._fire(_RELEASED, seq, run)) is not None:
                 await aw
         except BaseException as exc:  # cut short: the tasklet still ends, then it goes on
             pending = exc
-        cancelled = pending is not None and isinstance(pending, anyio.get_cancelled_exc_class())
+        cancelled = run.cancel_requested or isinstance(pending, anyio.get_cancelled_exc_class())
         status = "cancelled" if cancelled else "succeeded"
-        x = _failure_x(status, pending) if cancelled else _SUCCEEDED_X  # type: ignore[arg-type]
+        x = _CANCELLED_X if cancelled else _SUCCEEDED_X
+        if run.attempt > 1:
+            x = (*x[:8], run.attempt)
         self._end(run, status)
         seq = self._writer.record_x(_AFTER, run.tix, _now(), x)
-        if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, result=result)) is not None:
-            await self._after_hooks(run, aw, result)
-        self._forget(run)
+        try:
+            if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, result=result)) is not None:
+                await self._after_hooks(run, aw, result)
+        finally:
+            self._forget(run)
         if pending is not None:
             raise pending
         return result
@@ -497,7 +628,7 @@ class ExecutionManager:
         # Only hooks can be cut short, never the release or the terminal event: the
         # bookkeeping sits in `finally` blocks and is synchronous.
         try:
-            seq = rec.record_x(_FAILURE, tix, _now(), _failure_x(status, exc, run.worker))
+            seq = rec.record_x(_FAILURE, tix, _now(), _failure_x(status, exc, run.worker, _attempt_of(run)))
             if self.hooks.by_code[_FAILURE] and (aw := self._fire(_FAILURE, seq, run, error=exc)) is not None:
                 await aw  # still holding, as in Aura
         except BaseException as late:
@@ -512,10 +643,10 @@ class ExecutionManager:
                     await aw
             except BaseException as late:
                 pending = pending or late
-        if pending is not None and isinstance(pending, anyio.get_cancelled_exc_class()):
-            status = "cancelled"
+        if run.cancel_requested or isinstance(pending, anyio.get_cancelled_exc_class()):
+            status = "cancelled"  # a cancel that landed before the terminal event decides it
         self._end(run, status)
-        x = _failure_x(status, exc)
+        x = _failure_x(status, exc, None, _attempt_of(run))
         seq = rec.record_x(_AFTER, tix, _now(), x)
         try:
             if self.hooks.by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, x, error=exc)) is not None:
@@ -537,11 +668,20 @@ class ExecutionManager:
         return "failed"
 
     async def _after_hooks(self, run: _Run, aw: Any, result: Any) -> None:
-        """Await ``after_task_run`` hooks: shielded, with a grace once cancelled."""
+        """Await ``after_task_run`` hooks: shielded, with a grace once cancelled.
+
+        The grace counts from the cancellation: now for a cancelled tasklet, from the
+        caller's own deadline (``move_on_after`` around ``submit``), or from a handle's
+        ``cancel()`` that lands while they run.
+        """
         run.result = result
+        caller = anyio.current_effective_deadline()  # read before the shield hides it
         with anyio.CancelScope(shield=True) as scope:
+            now = anyio.current_time()
             if run.status == "cancelled" or run.cancel_requested:
-                scope.deadline = anyio.current_time() + HOOK_GRACE_S
+                scope.deadline = now + HOOK_GRACE_S
+            elif caller != math.inf:
+                scope.deadline = max(caller, now) + HOOK_GRACE_S
             run.after_scope = scope
             try:
                 await aw
@@ -603,7 +743,7 @@ class ExecutionManager:
     async def _fire_rest(
         self, out: Any, fn: Any, hooks: tuple[Any, ...], start: int, event: Event, run: _Run, code: int
     ) -> None:
-        token = _IN_HOOK.set((self, _task_id()))  # aclose() in here would wait for itself
+        token = _IN_HOOK.set(self)  # aclose() in here (or in a task started here) would wait for itself
         try:
             await self._settle(out, fn, event, run, code)
             for fn in hooks[start:]:
@@ -686,7 +826,10 @@ class ExecutionManager:
                 if isinstance(exc, Exception):
                     return  # kept in the handle: a failing tasklet must not tear down the task group
                 raise
-            handle._finish(result, None)
+            if run.status == "cancelled":  # cancel() landed where nothing could be interrupted
+                handle._finish(None, cancelled_error(run.tasklet))
+            else:
+                handle._finish(result, None)
 
     async def run_many(self, tasklets: Iterable[Tasklet], *, return_exceptions: bool = False) -> list[Any]:
         """Run a batch of tasklets, as many at once as the limits allow; their results in order.
@@ -722,6 +865,25 @@ class ExecutionManager:
             self._batches.remove(batch)
         return batch.outcome(return_exceptions)
 
+    def as_completed(self, tasklets: Iterable[Tasklet]) -> Completion:
+        """Run a batch like :meth:`run_many`, yielding each outcome as it finishes.
+
+        ``async for outcome in em.as_completed(tasklets):`` gives an
+        :class:`~aura_nb.core.Outcome` per tasklet (``index``, ``tasklet``, ``id``,
+        ``result`` or ``error``), in the order they end. The batch is checked first, as
+        in ``run_many``, and costs no task per tasklet. Leaving the loop early (``break``,
+        an exception) cancels the rest: running tasklets end ``cancelled`` with their
+        tokens back and their events recorded; tasklets not fed yet are never submitted.
+        ``async with em.as_completed(...) as outcomes:`` (or ``await outcomes.aclose()``)
+        also waits until that is done. On trio, use it inside ``async with
+        ExecutionManager(...)``.
+        """
+        if self._closed and not self._draining:
+            raise ManagerClosedError("as_completed: this ExecutionManager is closed; create a new one")
+        spawn = self._spawner()
+        batch = Batch(self, *self._resolver.check_batch(tasklets, self._live))
+        return Completion(self, batch, spawn)
+
     # -- looking inside ----------------------------------------------------------------
     def statistics(self) -> ManagerStatistics:
         """A frozen snapshot of every limit and of the tasklets' phases."""
@@ -732,6 +894,12 @@ class ExecutionManager:
 
         def limit(key: str) -> LimitStatistics:
             n = held.get(key, 0)
+            rate = pool.rate_of(key) if key != GLOBAL else None
+            if rate is not None:
+                return LimitStatistics(
+                    key, cap[key], used[key], waiting[key], n, held_for if n else None,
+                    rate[0].limit, rate[0].per, rate[1], rate[2],
+                )  # fmt: skip
             return LimitStatistics(
                 "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None
             )
@@ -779,6 +947,7 @@ class ExecutionManager:
         blocking = pool.blocking(run.waiter) if run.waiter is not None else {}
         oldest, _ = pool.held_back()
         reserved_by = _label(oldest.tasklet) if oldest is not None and oldest is not run and position else None
+        rates = {key: pool.rate_of(key) for key in run.keys[1:]}
         needs = tuple(
             ResourceWait(
                 name="global" if key == GLOBAL else key,
@@ -786,11 +955,14 @@ class ExecutionManager:
                 in_use=pool.in_use[key],
                 holders=tuple(holders.get(key, ())),
                 busy=key in blocking,
+                reason=blocking.get(key),
+                rate=str(rate[0]) if (rate := rates.get(key)) else None,
+                next_token_in=rate[2] if rate else None,
             )
             for key in run.keys
         )
         return WaitReport(tasklet_id, run.tasklet.name, run.status, position, len(order), needs,
-                          reserved_by if any(v == "held back" for v in blocking.values()) else None)  # fmt: skip
+                          reserved_by if any(v.endswith("held back") for v in blocking.values()) else None)  # fmt: skip
 
     def _why_not_live(self, item: Any, tasklet_id: str, name: str, run: _Run | None) -> WaitReport:
         for batch in self._batches:
@@ -832,15 +1004,16 @@ class ExecutionManager:
         Leaving ``async with`` normally is ``aclose(drain=True)``; leaving it with an
         exception is ``aclose(cancel_running=True)``.
         """
-        inside = _IN_HOOK.get()
-        if inside is not None and inside[0] is self and inside[1] == _task_id():
+        if _IN_HOOK.get() is self:
             raise ManagerUsageError(
-                "aclose() was called from inside a hook of this manager: it would wait for the hook's own "
-                "tasklet to end. Close the manager from outside (e.g. after `await em.run_many(...)`), or leave "
-                "`async with`"
+                "aclose() was called from inside an async hook of this manager (or a task started there): it "
+                "would wait for the hook's own tasklet to end. Close the manager from outside (e.g. after "
+                "`await em.run_many(...)`), or leave `async with`"
             )
         if drain and not self._closed:
             self._draining = True
+        elif not drain:
+            self._draining = False  # a plain aclose() ends the queued tasklets, even during a drain
         self._closed = True
         if not self._draining:
             self._pool.close()

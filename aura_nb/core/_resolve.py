@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._checks import callable_name, calls_async, shown
 from ._errors import ArgumentTypeError, ResourceTagError, TaskletError, TaskNotFoundError
 from ._limits import GLOBAL, ResourcePool
+from ._rates import UNLIMITED, Rate
 from ._tags import parse_tags
 from ._tasklet import Tasklet
 
@@ -59,9 +60,13 @@ class Resolver:
         self.plans[plan.name] = plan
         self.tasks.clear()
 
-    def check_spelling(self, name: str, where: str) -> None:
-        """``"GPU"`` next to ``"gpu"`` would silently be a second GPU: refuse it."""
-        known = self._spelling.get(name.casefold())
+    def check_spelling(self, name: str, where: str, also: Iterable[str] = ()) -> None:
+        """``"GPU"`` next to ``"gpu"`` would silently be a second GPU: refuse it.
+
+        ``also``: names not declared yet but about to be (a batch's, a tasklet's own).
+        """
+        folded = name.casefold()
+        known = self._spelling.get(folded) or next((n for n in also if n.casefold() == folded), None)
         if known is not None and known != name:
             raise ResourceTagError(
                 f"{where}: resource {name!r} differs from the declared resource {known!r} only in case; "
@@ -73,6 +78,13 @@ class Resolver:
         self.pool.declare(name, capacity)
         self._spelling[name.casefold()] = name
         self.origin[name] = origin
+
+    def declare_rate(self, name: str, rate: Rate | None, origin: str) -> None:
+        """Give a resource a rate quota (it may have a capacity too, or get one from a tag)."""
+        self.check_spelling(name, origin)
+        self.pool.set_rate(name, rate)
+        self._spelling[name.casefold()] = name
+        self.origin.setdefault(name, origin)
 
     # -- one tasklet -----------------------------------------------------------------
     def validate(
@@ -121,8 +133,10 @@ class Resolver:
         for (name, cap), tag in zip(parse_tags(tags), tags):
             where = f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r})"
             known = capacity.get(name)
+            if known == UNLIMITED and cap is not None:
+                known = None  # a rate-only resource: the first 'name:N' tag gives it a capacity
             if known is None:
-                self.check_spelling(name, where)
+                self.check_spelling(name, where, [*(pending or ()), *(n for n, _ in new)])
             if known is None and pending and name in pending:
                 from_batch = True
                 if cap is not None and cap != pending[name]:

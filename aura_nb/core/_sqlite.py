@@ -51,10 +51,10 @@ CREATE TABLE IF NOT EXISTS tasklets (
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, t REAL, at REAL, code INTEGER, event TEXT, tix INTEGER,
     status TEXT, state_from TEXT, state_to TEXT, step INTEGER, duration_s REAL,
-    error_type TEXT, error_message TEXT, detail TEXT, sparse INTEGER, session INTEGER);
+    error_type TEXT, error_message TEXT, detail TEXT, sparse INTEGER, session INTEGER, attempt INTEGER);
 """
 # Added to the tables of a file of schema 0 (written before the schema had a version).
-_SESSION_COLUMNS = {"tasklets": "session INTEGER", "events": "session INTEGER"}
+_SESSION_COLUMNS = (("tasklets", "session INTEGER"), ("events", "session INTEGER"), ("events", "attempt INTEGER"))
 _INDEXES_AND_VIEWS = """
 CREATE INDEX IF NOT EXISTS events_by_tasklet ON events (tix, event);
 CREATE INDEX IF NOT EXISTS events_by_event ON events (event, seq);
@@ -69,7 +69,8 @@ SELECT k.tix, k.session, k.tasklet_id, k.name, k.task, k.plan, k.resource_tags,
     e.t - b.t AS run_s,
     f.t - s.t AS total_s,
     (SELECT COUNT(*) FROM events x WHERE x.tix = k.tix AND x.event = 'state_transition_finished') AS transitions,
-    f.error_type, f.error_message
+    f.error_type, f.error_message,
+    (SELECT COALESCE(MAX(x.attempt), 1) FROM events x WHERE x.tix = k.tix) AS attempts
 FROM tasklets k
 LEFT JOIN events s ON s.tix = k.tix AND s.event = 'tasklet_submitted'
 LEFT JOIN events a ON a.tix = k.tix AND a.event = 'resources_acquired'
@@ -84,7 +85,7 @@ _INSERT_TASKLETS = (
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (seq, session, t, at, code, event, tix, status, state_from, state_to, step, duration_s,"
-    " error_type, error_message, detail, sparse) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " error_type, error_message, detail, attempt, sparse) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -188,7 +189,7 @@ def create_schema(con: sqlite3.Connection, version: int | None) -> None:
         return
     # One transaction (executescript would commit a pending one first).
     script = ["BEGIN IMMEDIATE;", _SCHEMA]
-    for table, column in _SESSION_COLUMNS.items():
+    for table, column in _SESSION_COLUMNS:
         present = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
         if present and column.split()[0] not in present:  # a file of schema 0
             script.append(f"ALTER TABLE {table} ADD COLUMN {column};")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._text import display_text
+
 __all__ = ["LimitStatistics", "ManagerStatistics", "ResourceWait", "WaitReport"]
+
+_UNLIMITED = sys.maxsize  # the capacity of a resource with only a rate (see _rates.UNLIMITED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,18 @@ class LimitStatistics:
     waiting: int
     held_back: int = 0
     held_for: str | None = None
+    #: A rate quota, if the resource has one: at most ``rate`` admissions in any ``per``
+    #: seconds; ``rate_used`` of them were taken in the last ``per`` seconds, and the
+    #: next comes back in ``next_token_in`` seconds (None: none is out).
+    rate: int | None = None
+    per: float | None = None
+    rate_used: int = 0
+    next_token_in: float | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        """No capacity (a resource with only a rate): ``capacity`` is ``sys.maxsize``."""
+        return self.capacity >= _UNLIMITED
 
     @property
     def free(self) -> int:
@@ -32,12 +49,18 @@ class LimitStatistics:
 
     @property
     def load(self) -> float:
-        """in_use / capacity (can exceed 1 right after a capacity was lowered)."""
-        return self.in_use / self.capacity
+        """in_use / capacity (can exceed 1 right after a capacity was lowered), or the
+        share of the rate used in the current window if that is higher."""
+        load = self.in_use / self.capacity
+        if self.rate is not None:
+            return max(load, self.rate_used / self.rate)
+        return load
 
     def __repr__(self) -> str:
         held = f", {self.held_back} held back for {self.held_for}" if self.held_back else ""
-        return f"<{self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting{held}>"
+        cap = "inf" if self.unlimited else self.capacity
+        rate = f", rate {self.rate_used}/{self.rate} per {self.per:g}s" if self.rate is not None else ""
+        return f"<{self.name}: {self.in_use}/{cap} in use{rate}, {self.waiting} waiting{held}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +108,10 @@ class ResourceWait:
     in_use: int
     holders: tuple[str, ...]  # "id (name)" of the tasklets holding a token
     busy: bool  # no token free for this tasklet (full, or reserved for an older waiter)
+    #: Why it is busy: "full", "held back", "quota used" or "quota held back" (None: free).
+    reason: str | None = None
+    rate: str | None = None  # the rate quota, e.g. "10/s", if the resource has one
+    next_token_in: float | None = None  # seconds until a rate token comes back
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,23 +127,36 @@ class WaitReport:
     reserved_by: str | None  # the older waiter whose reservation blocks this one, if any
 
     def __str__(self) -> str:
-        head = f"tasklet {self.tasklet_id} ({self.name!r})"
+        # Every user string is quoted the same way (one line, bidi and control characters
+        # escaped, long ones shortened): a name cannot forge a line of this report.
+        head = f"tasklet {_quoted(self.tasklet_id, 40)} ('{_quoted(self.name, 80)}')"
         if self.status == "batched":
             return (
                 f"{head} is not submitted yet: it waits in its run_many batch until the tasklets before it "
                 "with the same tags were admitted."
             )
         if self.position is None:
-            return f"{head} is not waiting: it is {self.status}."
+            return f"{head} is not waiting: it is {display_text(self.status)}."
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
         for need in self.needs:
-            if need.busy:
-                who = ", ".join(need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
-                lines.append(f"  {need.name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
+            name = _quoted(need.name, 60)
+            if need.reason in ("quota used", "quota held back"):
+                when = f"{need.next_token_in:.1f} s" if need.next_token_in is not None else "a moment"
+                what = "quota used" if need.reason == "quota used" else "last token of the quota held back"
+                lines.append(f"  {name}: {what} ({need.rate}), next token in {when}")
+            elif need.busy:
+                who = ", ".join(_quoted(h, 80) for h in need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
+                lines.append(f"  {name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
             else:
-                lines.append(f"  {need.name}: free ({need.in_use}/{need.capacity})")
+                lines.append(f"  {name}: free ({need.in_use}/{need.capacity})")
         if self.reserved_by:
             lines.append(
-                f"  the oldest waiter, {self.reserved_by}, has first claim on the next free token of what it needs"
+                f"  the oldest waiter, {_quoted(self.reserved_by, 80)}, has first claim on the next free token of "
+                "what it needs"
             )
         return "\n".join(lines)
+
+
+def _quoted(value: object, limit: int | None = None) -> str:
+    """A user string in a report: one line, bidi and control characters escaped, shortened."""
+    return display_text(value, limit)

@@ -14,6 +14,7 @@ import anyio
 
 from ._checks import callable_name, seconds
 from ._errors import ManagerUsageError, TaskletCancelledError, TaskletError
+from ._retry import Retry
 from ._tags import parse_tags
 
 __all__ = ["Tasklet", "TaskletHandle"]
@@ -64,6 +65,8 @@ class Tasklet:
     each while it plans and runs. ``required_initial_state``: the state of its plan's
     map the system must be in before the body runs. ``timeout`` bounds the body,
     ``planning_timeout`` the planning (None: no limit / the manager's default).
+    ``retry``: run it again when it fails, e.g. ``retry=3`` or ``an.Retry(3, on=(...))``
+    (see :class:`Retry`); between attempts it gives everything back and queues again.
 
     Tags are parsed here, so a malformed tag fails before anything is submitted.
     A Tasklet describes one run: submitting the same object again runs it again
@@ -78,6 +81,7 @@ class Tasklet:
     planning_timeout: float | None
     name: str
     id: str
+    retry: Retry | None
 
     # Written by hand (not generated) because it runs once per tasklet on the hot
     # path: the common case sets eight slots and checks little.
@@ -92,6 +96,7 @@ class Tasklet:
         planning_timeout: float | None = None,
         name: str = "",
         id: str | None = None,  # noqa: A002 - the field is called id
+        retry: Retry | int | None = None,
     ) -> None:
         if type(task) is str:
             if not task or task.strip() != task:
@@ -138,6 +143,7 @@ class Tasklet:
         _S_PLANNING(self, planning_timeout)
         _S_NAME(self, name)
         _S_ID(self, id)
+        _S_RETRY(self, retry if retry is None or type(retry) is Retry else Retry.of(retry, f"Tasklet({task!r})"))
 
     def __repr__(self) -> str:
         task = self.task if isinstance(self.task, str) else getattr(self.task, "__qualname__", repr(self.task))
@@ -148,13 +154,18 @@ class Tasklet:
             bits.append(f"state={self.required_initial_state!r}")
         if self.timeout is not None:
             bits.append(f"timeout={self.timeout:g}s")
+        if self.retry is not None:
+            bits.append(f"retry={self.retry.times}")
         return f"<Tasklet {' '.join(bits)}>"
 
 
-_S_TASK, _S_PARAMS, _S_TAGS, _S_STATE, _S_TIMEOUT, _S_PLANNING, _S_NAME, _S_ID = (
+_S_TASK, _S_PARAMS, _S_TAGS, _S_STATE, _S_TIMEOUT, _S_PLANNING, _S_NAME, _S_ID, _S_RETRY = (
     Tasklet.__dict__[field].__set__
-    for field in ("task", "params", "resource_tags", "required_initial_state", "timeout", "planning_timeout", "name", "id")
-)
+    for field in (
+        "task", "params", "resource_tags", "required_initial_state", "timeout", "planning_timeout", "name", "id",
+        "retry",
+    )
+)  # fmt: skip
 
 
 class TaskletHandle:

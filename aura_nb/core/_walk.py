@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._body import in_thread
-from ._checks import describe_error
+from ._checks import describe_error, shown
 from ._errors import StatePlanningError
 from ._events import _CODE
 
@@ -81,7 +81,7 @@ async def check(em: ExecutionManager, run: _Run, plan: Plan, state: str) -> bool
     if not _is_bool(value):
         await em._event(_CHECK, run, x(state_to=state, duration_s=_now() - t0, detail="invalid"))
         raise StatePlanningError(
-            f"tasklet {run.tasklet.id}: the check {name!r} of state {state!r} returned {value!r:.80} "
+            f"tasklet {run.tasklet.id}: the check {name!r} of state {state!r} returned {shown(value, 80)} "
             f"({type(value).__name__}); a check must return True or False",
             reason="check_failed",
             plan=plan.name,

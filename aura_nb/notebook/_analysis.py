@@ -46,6 +46,15 @@ STATUS_COLORS: Mapping[str, str] = {
 }
 # One colour per limit in plot_utilization: global first, then the resources.
 _LIMIT_COLORS = ("#555555", "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
+#: A line style per limit too, so that the curves differ without colour.
+_LIMIT_STYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (3, 1, 1, 1)))
+#: Text, ticks and frames in a mid-grey on a transparent figure: readable on a light
+#: and on a dark notebook theme alike (no white slab in the dark theme).
+_INK = "#808080"
+#: Beyond this many changes a step curve becomes a solid comb: plot_utilization draws
+#: the time-weighted mean over this many bins instead.
+_MAX_STEPS = 600
+_BINS = 300
 _NEEDED = ("t", "event", "tasklet_id", "resource_tags")
 _GLOBAL = "global"
 _UNTAGGED = "untagged"
@@ -215,7 +224,13 @@ def plot_utilization(
         ax = _new_axes(9, 3.5)
     limits = [c for c in data.columns if c != "t"]
     end = float(frame["t"].max() - frame["t"].min()) if len(frame) else 0.0
+    averaged = len(data) > _MAX_STEPS and end > 0
+    if averaged:
+        # A batch changes the counts thousands of times: the steps would fill the area
+        # as a comb. The time-weighted mean per bin shows the same load, readably.
+        data = _utilization(frame, end / _BINS)
     t = np.r_[data["t"].to_numpy(), end] if end > data["t"].iloc[-1] else data["t"].to_numpy()
+    what = "mean in use" if averaged else "in use"
     for i, name in enumerate(limits):
         color = _LIMIT_COLORS[i % len(_LIMIT_COLORS)]
         values = data[name].to_numpy()
@@ -223,10 +238,14 @@ def plot_utilization(
             values = np.r_[values, values[-1]]
         if i == 0:  # the global limit underlies every other: a shaded area behind them
             ax.fill_between(t, values, step="post", color=color, alpha=0.12, linewidth=0)
-        ax.step(t, values, where="post", color=color, linewidth=2.2 if i == 0 else 1.6, label=f"{name} in use")
+        ax.step(t, values, where="post", color=color, linewidth=2.2 if i == 0 else 1.6,
+                linestyle=_LIMIT_STYLES[i % len(_LIMIT_STYLES)], label=f"{name} {what}")  # fmt: skip
         cap = known.get(name)
         if cap is not None:
             ax.axhline(cap, color=color, linestyle=":", linewidth=1.2, label=f"{name} capacity ({cap})")
+    if averaged:
+        ax.text(1.0, 1.01, f"mean over {end / _BINS:.3g} s bins", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize="small", color=_INK)  # fmt: skip
     ax.set_xlabel("seconds since the first event")
     ax.set_ylabel("tokens in use")
     ax.set_title("Utilization of each limit")
@@ -234,7 +253,24 @@ def plot_utilization(
     ax.set_xlim(left=0)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    _neutral(ax)
     return ax
+
+
+def _neutral(ax: Axes) -> None:
+    """Transparent background, mid-grey ink, tick labels kept even on a shared axis."""
+    ax.figure.patch.set_alpha(0.0)
+    ax.set_facecolor("none")
+    for spine in ax.spines.values():
+        spine.set_color(_INK)
+    # Shared axes hide the inner tick labels; a reader of a stacked plot wants them.
+    ax.tick_params(colors=_INK, labelcolor=_INK, labelbottom=True)
+    for text in (ax.xaxis.label, ax.yaxis.label, ax.title):
+        text.set_color(_INK)
+    legend = ax.get_legend()
+    if legend is not None:
+        for text in (*legend.get_texts(), legend.get_title()):
+            text.set_color(_INK)
 
 
 def _holdings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -321,10 +357,10 @@ def plot_timeline(source: Any, *, ax: Axes | None = None) -> Axes:
         ys, lefts, rights = (np.array(v, dtype=float) for v in zip(*bars[status]))
         ax.barh(
             ys, rights - lefts, left=lefts, height=0.8, color=STATUS_COLORS.get(status, "#777777"),
-            edgecolor="white", linewidth=0.4, label=status,
+            linewidth=0, label=status,
         )  # fmt: skip
     for sep in separators[:-1]:
-        ax.axhline(sep, color="#CCCCCC", linewidth=0.8)
+        ax.axhline(sep, color=_INK, linewidth=0.6, alpha=0.5)
     if ticks:
         ax.set_yticks([pos for pos, _ in ticks], [label for _, label in ticks])
         ax.set_ylim(y - 0.5, -0.7)  # first row on top
@@ -335,4 +371,5 @@ def plot_timeline(source: Any, *, ax: Axes | None = None) -> Axes:
     ax.set_xlim(left=0)
     ax.set_xlabel("seconds since the first event")
     ax.set_title("Who held what, when")
+    _neutral(ax)
     return ax

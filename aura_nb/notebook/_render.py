@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
+from ..core._text import display_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..core import Path, Plan
 
@@ -84,7 +86,10 @@ STYLES: StyleMap = _frozen(
         "base": {
             "graph": {
                 "rankdir": "LR",
-                "bgcolor": "white",
+                # Transparent: no white slab in a dark theme. Text outside the nodes
+                # (the title, the edge labels) is in mid-tones that read on both.
+                "bgcolor": "transparent",
+                "fontcolor": "#808080",
                 "fontname": _FONTS,
                 "fontsize": "12",
                 "labelloc": "t",
@@ -105,8 +110,8 @@ STYLES: StyleMap = _frozen(
                 "margin": "0.15,0.07",
             },
             "edge": {
-                "color": "#888888",
-                "fontcolor": "#555555",
+                "color": "#8C8C8C",
+                "fontcolor": "#808080",
                 "fontname": _FONTS,
                 "fontsize": "10",
                 "penwidth": "1",
@@ -115,21 +120,21 @@ STYLES: StyleMap = _frozen(
         },
         "pending": {
             "node": {"color": _BLUE, "fillcolor": "#E5F0F8", "style": "rounded,filled,dashed", "penwidth": "1.5"},
-            "edge": {"color": _BLUE, "fontcolor": "#005A8C", "style": "dashed", "penwidth": "2.5"},
+            "edge": {"color": _BLUE, "fontcolor": "#3A8FD0", "style": "dashed", "penwidth": "2.5"},
         },
         "running": {
             "node": {"color": _ORANGE, "fillcolor": "#FDF0D5", "style": "rounded,filled,bold", "penwidth": "3"},
-            "edge": {"color": _ORANGE, "fontcolor": "#8A5F00", "style": "bold", "penwidth": "3.5"},
+            "edge": {"color": _ORANGE, "fontcolor": "#C88A00", "style": "bold", "penwidth": "3.5"},
         },
         "done": {
             "node": {"color": _GREEN, "fillcolor": "#DCF2EB", "style": "rounded,filled", "penwidth": "2"},
-            "edge": {"color": _GREEN, "fontcolor": "#006B4E", "style": "solid", "penwidth": "3"},
+            "edge": {"color": _GREEN, "fontcolor": "#00A078", "style": "solid", "penwidth": "3"},
         },
         "failed": {
             "node": {"color": _VERMILLION, "fillcolor": "#F9E1D4", "style": "rounded,filled,bold", "penwidth": "3"},
             "edge": {
                 "color": _VERMILLION,
-                "fontcolor": "#A34500",
+                "fontcolor": "#E0661A",
                 "style": "bold",
                 "penwidth": "3.5",
                 "arrowhead": "tee",
@@ -154,6 +159,10 @@ _DOT_KEYWORDS = frozenset({"node", "edge", "graph", "digraph", "subgraph", "stri
 # Control characters other than tab and newline: shown as escapes, never sent to dot.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _DESCRIPTION_WIDTH = 34
+#: Names longer than this are shortened in labels (their full text is the tooltip), and
+#: descriptions are cut after this many characters: a drawing stays readable.
+_NAME_LIMIT = 40
+_DESCRIPTION_LIMIT = 160
 
 
 # -- showing ------------------------------------------------------------------------
@@ -258,10 +267,27 @@ class StateDiagram(graphviz.Digraph):
 
 
 def _text(value: object) -> str:
-    """*value* as text for an HTML-like label: escaped, newlines as line breaks."""
-    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return html.escape(text, quote=True).replace("\n", "<BR/>")
+    """*value* as text for an HTML-like label: escaped, newlines as line breaks.
+
+    Control and bidirectional characters are shown as escapes (a right-to-left override
+    cannot reverse the rest of the label).
+    """
+    lines = str(value).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "<BR/>".join(html.escape(display_text(line), quote=True) for line in lines)
+
+
+def _name(value: object, limit: int = _NAME_LIMIT) -> str:
+    """A name in a label: one line, escaped, shortened in the middle when long."""
+    return html.escape(display_text(value, limit), quote=True)
+
+
+def _tooltip(value: object) -> str | None:
+    """The full name for a hover, when the label had to shorten it (None otherwise)."""
+    text = str(value)
+    if len(display_text(text)) <= _NAME_LIMIT:
+        return None
+    # A tooltip is an escString: backslashes would start escapes such as \N.
+    return display_text(text, 1_000).replace("\\", "\\\\")
 
 
 def _small(text: str, *, size: int = 10, italic: bool = False) -> str:
@@ -274,8 +300,10 @@ def _cost(cost: float) -> str:
 
 
 def _state_label(name: str, description: str, marks: list[str]) -> str:
-    lines = [f"<B>{_text(name)}</B>"]
+    lines = [f"<B>{_name(name)}</B>"]
     if description:
+        if len(description) > _DESCRIPTION_LIMIT:
+            description = description[: _DESCRIPTION_LIMIT - 1] + "…"
         wrapped = textwrap.wrap(description, _DESCRIPTION_WIDTH) or [description]
         lines.append(_small("<BR/>".join(_text(line) for line in wrapped)))
     if marks:
@@ -285,10 +313,10 @@ def _state_label(name: str, description: str, marks: list[str]) -> str:
 
 def _transition_label(task: str, cost: float, step: tuple[int, int, str] | None) -> str:
     if step is None:
-        return f"<{_text(task)}<BR/>{_small(f'cost {_cost(cost)}', size=9)}>"
+        return f"<{_name(task)}<BR/>{_small(f'cost {_cost(cost)}', size=9)}>"
     number, total, status = step
     detail = _small(f"cost {_cost(cost)}, step {number}/{total}: {status}", size=9)
-    return f"<<B>{number}. {_text(task)}</B><BR/>{detail}>"
+    return f"<<B>{number}. {_name(task)}</B><BR/>{detail}>"
 
 
 def _node_ids(states: list[str]) -> dict[str, str]:
@@ -349,6 +377,7 @@ def _draw(
     current: str | None,
     target: str | None,
     styles: StyleMap | None,
+    compact: bool = False,
 ) -> StateDiagram:
     style = _merged_styles(styles)
     states = list(plan.states)
@@ -382,11 +411,30 @@ def _draw(
         node_status[step.to_state] = status
 
     ids = _node_ids(states)
+    shown = set(states)
+    if compact and path is not None:
+        # The states on the path and their neighbours: where the route goes, and the
+        # roads it did not take; the rest of a large map would only shrink the drawing.
+        on_path = set(path.states)
+        shown = set(on_path)
+        for t in transitions:
+            if t.from_state in on_path or t.to_state in on_path:
+                shown.update((t.from_state, t.to_state))
+    hidden = len(states) - len(shown)
     g = StateDiagram(name="state_map", graph_attr=style["base"]["graph"], node_attr=style["base"]["node"],
                      edge_attr=style["base"]["edge"])  # fmt: skip
-    g.attr(label=_title(plan, path, status_of))
+    title = _title(plan, path, status_of)
+    if hidden:
+        title = title[:-1] + f"; {hidden} more state{'' if hidden == 1 else 's'} not shown>"
+    g.attr(label=title)
+    if compact and "rankdir" not in (styles or {}).get("base", {}).get("graph", {}):
+        # A path is a sequence: top to bottom it grows in the direction a notebook
+        # scrolls, and stays narrow enough to be read at full size.
+        g.attr(rankdir="TB")
 
     for name, state in plan.states.items():
+        if name not in shown:
+            continue
         attrs: dict[str, str] = {}
         marks: list[str] = []
         if name in node_status:
@@ -397,9 +445,14 @@ def _draw(
         if name == target:
             attrs.update(style["target"]["node"])
             marks.append("target")
+        tip = _tooltip(name)
+        if tip is not None:
+            attrs["tooltip"] = tip
         g.node(ids[name], label=_state_label(name, state.description, marks), **attrs)
 
     for i, transition in enumerate(transitions):
+        if transition.from_state not in shown or transition.to_state not in shown:
+            continue
         on_path = edge_step.get(i)
         attrs = {}
         step_info = None
@@ -407,6 +460,9 @@ def _draw(
             position, status = on_path
             attrs.update(style[status]["edge"])
             step_info = (position + 1, len(steps), status)
+        tip = _tooltip(transition.task)
+        if tip is not None:
+            attrs["tooltip"] = tip
         g.edge(
             ids[transition.from_state],
             ids[transition.to_state],
@@ -435,7 +491,7 @@ def _title(plan: Plan, path: Path | None, status_of: Mapping[int, str]) -> str:
     # One font run on purpose: dot places each run of an HTML label by its own measure
     # of the text before it, and a browser whose font differs shows a gap between runs
     # ("plan game   : ..."). A single run is one <text> element that cannot split.
-    head = f"plan {_text(plan.name)}"
+    head = f"plan {_name(plan.name, 24)}"
     if path is None:
         n_states, n_transitions = len(plan.states), len(plan.transitions)
         return (
@@ -444,11 +500,11 @@ def _title(plan: Plan, path: Path | None, status_of: Mapping[int, str]) -> str:
         )
     n = len(path.steps)
     if n == 0:
-        return f"<{head}: already in {_text(path.target)}, nothing to do>"
+        return f"<{head}: already in {_name(path.target, 24)}, nothing to do>"
     counts = [status_of.get(i, "pending") for i in range(n)]
     summary = ", ".join(f"{counts.count(s)} {s}" for s in PROGRESS if counts.count(s))
     return (
-        f"<{head}: {_text(path.start)} to {_text(path.target)} in {n} step{'' if n == 1 else 's'}, "
+        f"<{head}: {_name(path.start, 24)} to {_name(path.target, 24)} in {n} step{'' if n == 1 else 's'}, "
         f"cost {_cost(path.total_cost)} ({summary})>"
     )
 
@@ -481,6 +537,7 @@ def render_path(
     progress: Mapping[int, str] | None = None,
     *,
     styles: StyleMap | None = None,
+    compact: bool = False,
 ) -> StateDiagram:
     """Draw *plan*'s state map with *path* on it, each step coloured by its progress.
 
@@ -491,10 +548,14 @@ def render_path(
     or the start of a ``failed`` step. Pure: the same arguments always give the same
     DOT text.
 
+    With ``compact=True`` only the states on the path and their neighbours are drawn
+    (the title says how many others are left out), top to bottom unless *styles* set a
+    ``rankdir``: a large map's path stays narrow enough to read at full size.
+
     Raises:
         ValueError: a step of *path* is not a transition of the map, or *progress*
             names a step the path does not have or an unknown status.
     """
     if path is None:
         raise TypeError("render_path() needs a Path; to draw the map alone use render_state_map(plan)")
-    return _draw(plan, path, progress, None, None, styles)
+    return _draw(plan, path, progress, None, None, styles, bool(compact))

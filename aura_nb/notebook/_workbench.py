@@ -3,44 +3,60 @@
 Mental model: the manager is the engine, the Workbench is its instrument panel. It
 submits tasklets on the kernel's own event loop and shows, in one ipywidgets box:
 
-* a gauge per limit (the global one, then each resource as it is declared): in use /
-  capacity, how many queued tasklets need it ("waiting") and how many of those it holds
-  up itself ("blocked here": the limit is full), coloured by the limit's own load: green
-  below 70 %, amber below 100 %, red when full;
-* counters by phase and by final status;
-* the tasklets not finished yet, with a *Cancel* and a *Why waiting?* button (disabled
-  while there is none);
-* the last planned state path, drawn by Graphviz before its transitions run, then
-  each step coloured as it runs, succeeds or fails;
-* the failures of tasklets submitted through it (a background exception is otherwise
-  invisible in Jupyter).
+* a header: idle / busy / closed, how many tasklets were submitted here (batches
+  included), a badge when there are errors or the event log falls behind;
+* a gauge per limit (the global one, then each resource as it is declared) under a
+  one-line legend: a bar of the tokens in use, then the tokens *held back* for the
+  oldest waiter (orange stripes), then the free ones; ``in use / capacity · waiting``;
+  the state in words ("full", "busy") and how many waiting tasklets this limit holds up
+  itself ("blocked here"). Every term explains itself on hover;
+* counters by phase and by final status, and a progress row of ``run_many`` batches
+  (done / total, rate, time left);
+* the tasklets not finished yet, running first, in a scroll box of fixed height, with
+  *Cancel* and *Why waiting?* for the tasklet chosen in the list. The choice never
+  changes by itself: when that tasklet ends it stays chosen, marked "ended";
+* the errors of tasklets submitted here, newest first, each with its time;
+* the last planned state paths (the latest five can be chosen), drawn by Graphviz
+  before their transitions run, then each step coloured as it runs, succeeds or fails.
+
+Every part of the page has a fixed height (the lists scroll inside it), so the cells
+below never jump while the numbers change. :meth:`Workbench.gauge_strip` is a compact
+view of the gauges to display in any later cell, where the work happens; it stays live.
+Where widgets cannot run (GitHub, nbviewer, an exported HTML page opened offline) a
+static HTML snapshot of the dashboard, displayed right below it and updated when the
+manager goes idle, shows its last state; JupyterLab and Voilà hide it while the live
+dashboard is there.
 
 How watching stays cheap: the numbers come from ``manager.statistics()`` and
 ``manager.live()`` snapshots read by *one* pump task, at most every
-``refresh_interval`` seconds (10 Hz), which only sends a widget trait when its value
-changed and stops by itself when the manager is idle (the next submit restarts it).
-With thousands of tasklets queued, listing them is the one costly read, so the list is
-refreshed less often then (within 1 % of the loop's time); the gauges stay at 10 Hz.
-The only hooks are on the planning events (``state_path_planned``,
+``refresh_interval`` seconds (10 Hz), which turns them into HTML (``_dashboard``) and
+only sends a widget trait when its value changed; it stops by itself when the manager
+is idle (the next submit restarts it). Listing the live tasklets is the one costly
+read with thousands queued, and a list that changes ten times a second cannot be read
+anyway, so the list is refreshed at most once a second (and within 1 % of the loop's
+time). The only hooks are on the planning events (``state_path_planned``,
 ``state_transition_started``, ``state_transition_finished``); nothing listens to the
 per-tasklet events, so a tasklet without a required state costs the dashboard nothing
 but a done-callback. Redrawing a path's progress happens in a worker thread, in the
 background: only the first drawing of a path is awaited before its transitions run.
 
-Every widget carries CSS classes of its own (``aura-gauge``, ``aura-gauge-<name>``,
-``aura-gauge-text``, ``aura-gauge-blocked``, ``aura-counters``, ``aura-running``,
-``aura-path``, ``aura-errors``, ``aura-why``, ...) so that a page, a theme or a browser
-test can select it.
+CSS classes (``aura-gauge``, ``aura-gauge-<name>``, ``aura-gauge-text``,
+``aura-gauge-held``, ``aura-gauge-blocked``, ``aura-legend``, ``aura-counters``,
+``aura-batch``, ``aura-running``, ``aura-path``, ``aura-errors``, ``aura-why``,
+``aura-strip``, ``aura-snapshot``, ...) let a page, a theme or a browser test select
+each part.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import re
 import time
+import weakref
+from collections import deque
+from collections.abc import Callable
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -48,7 +64,6 @@ import anyio.to_thread
 import ipywidgets as widgets
 
 from ..core import (
-    STATUSES,
     Event,
     ExecutionManager,
     LimitStatistics,
@@ -59,54 +74,76 @@ from ..core import (
     TaskletHandle,
     WaitReport,
 )
+from ..core._text import display_text
+from . import _dashboard as dash
 from . import _loop
+from ._dashboard import LOAD_BUSY, LOAD_FULL, BatchProgress, ErrorEntry, esc, name_html
+from ._frames import literal_frame
 from ._render import render_path, to_svg
 
-__all__ = ["Workbench"]
+__all__ = ["LOAD_BUSY", "LOAD_FULL", "Workbench"]
 
-#: Load thresholds of a gauge: below the first it is "ok" (green), below the second
-#: "busy" (amber), at or above it "full" (red).
-LOAD_BUSY = 0.7
-LOAD_FULL = 1.0
-_BAR_STYLE = {"ok": "success", "busy": "warning", "full": "danger"}
-_WAITING_TIP = (
-    "waiting: tasklets in the queue that need a token of this limit. They may be held up by "
-    "another limit they also need; 'blocked here' counts those held up by this one."
-)
-_BLOCKED_TIP = (
-    "blocked here: waiting tasklets held up by this limit itself, because it is full. The others "
-    "wait for another limit (or for a token kept for the oldest waiter): ask 'Why waiting?'."
-)
 #: Statuses of a finished tasklet that count as an error (a cancellation is asked for).
 _ERROR_STATUSES = frozenset({"failed", "timeout", "planning_failed"})
 #: How many rows the dashboard lists; the rest is summarised as "... N more".
-_MAX_ROWS = 20
+_MAX_ROWS = 50
 _MAX_CHOICES = 100
 _MAX_ERRORS = 50
-#: The list of live tasklets is read again after this many times its last cost (1 %).
+#: How many planned paths stay selectable after they ran.
+_KEPT_PATHS = 5
+#: The list of live tasklets is read again after this many times its last cost (1 %)...
 _LIVE_BUDGET = 100.0
+#: ... and at most once a second: a list that changes faster cannot be read.
+_LIVE_INTERVAL = 1.0
 _NOTHING_LIVE = "No tasklet is waiting, planning or running."
-_CANCEL_TIP = "Cancel the selected tasklet, wherever it is: waiting, planning or running."
-_WHY_TIP = "Why does the selected tasklet wait: its place in the queue, and who holds what it needs."
+#: The path chooser's first entry: show each new path as it is planned.
+_LATEST, _LATEST_PATH = 0, "the latest path (follows new ones)"
+_CHOOSE = "Choose a tasklet in the list first."
+_CANCEL_TIP = "Cancel the chosen tasklet, wherever it is: waiting, planning or running."
+_WHY_TIP = "Why does the chosen tasklet wait: its place in the queue, and who holds what it needs."
 _DOT_HINT = (
     "Graphviz's <code>dot</code> program is not installed, so the path is shown as DOT text. "
     "Install it to see the drawing: <code>sudo apt-get install graphviz</code> (Debian/Ubuntu), "
     "<code>brew install graphviz</code> (macOS) or <code>conda install -c conda-forge graphviz</code>."
 )
+#: Inline, so no page style can make an answer break inside its words.
+_WRAP = "white-space: pre-wrap; word-break: normal; overflow-wrap: break-word"
 _SVG_PROLOG = re.compile(r"\A\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?", re.IGNORECASE)
-_SVG_SIZE = re.compile(r'<svg width="([^"]*)" height="([^"]*)"')
+_SVG_SIZE = re.compile(r'<svg width="([0-9.]+)pt" height="([0-9.]+)pt"')
+#: The smallest scale a drawing is shown at (its 12 pt labels stay >= 9 pt); narrower
+#: boxes scroll sideways instead. A click shows it at full size.
+_MIN_SCALE = 0.75
 
 
 def _inline_svg(svg: str) -> str:
-    """Graphviz's SVG file as an element to inline in HTML, scaled down to fit its box."""
+    """Graphviz's SVG as an element to inline: fits its box, never below a legible size."""
     svg = _SVG_PROLOG.sub("", svg, count=1)
-    return _SVG_SIZE.sub(
-        lambda m: f'<svg style="width: 100%; max-width: {m.group(1)}; height: auto"', svg, count=1
-    )
+
+    def size(m: re.Match[str]) -> str:
+        width_px = float(m.group(1)) * 4 / 3  # pt -> CSS px
+        return (
+            f'<svg style="width: 100%; max-width: {width_px:.0f}px; min-width: {width_px * _MIN_SCALE:.0f}px; '
+            'height: auto"'
+        )
+
+    return _SVG_SIZE.sub(size, svg, count=1)
 
 
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+def _weak(method: Callable[..., Any]) -> Callable[..., None]:
+    """A widget callback that does not keep its Workbench alive.
+
+    ipywidgets keeps every widget until it is closed, and a widget keeps its callbacks:
+    a bound method there would keep a discarded Workbench, its manager and the whole
+    event log in memory for the rest of the kernel's life.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        fn = ref()
+        if fn is not None:
+            fn(*args)
+
+    return call
 
 
 def _set(widget: widgets.Widget, **values: Any) -> None:
@@ -123,97 +160,64 @@ def _set(widget: widgets.Widget, **values: Any) -> None:
             setattr(widget, name, value)
 
 
-def _load_level(limit: LimitStatistics) -> str:
-    load = limit.in_use / limit.capacity
-    if load >= LOAD_FULL:
-        return "full"
-    return "busy" if load >= LOAD_BUSY else "ok"
-
-
-def _blocked_here(in_use: int, capacity: int, waiting: int) -> int:
-    """How many of the *waiting* tasklets that need a limit it holds up itself.
-
-    Each waiter needs one token: while the limit is full, every one of them is held up
-    by it; while a token is free, none is (they wait for another limit they need, or
-    for the token kept for the oldest waiter). So the snapshot alone answers, with no
-    look at the waiters one by one.
-    """
-    return waiting if capacity and in_use >= capacity else 0
-
-
 class _Gauge:
-    """One limit on the dashboard: name, a bar of ``in_use`` out of ``capacity``, a caption.
+    """What one limit's gauge shows: the numbers of the last snapshot, and their meaning."""
 
-    The caption (``text``) reads ``2 / 5 in use · 3 waiting``; ``blocked_text`` adds how
-    many of those waiting this limit holds up itself (``· 0 blocked here``), so that
-    tasklets queued for another, full limit are not read as this one's doing.
-    """
-
-    __slots__ = ("name", "box", "label", "bar", "text", "blocked_text", "_level", "_last")
+    __slots__ = ("name", "_last")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.label = widgets.Label(name, layout=widgets.Layout(width="10em"))
-        self.label.add_class("aura-gauge-name")
-        self.bar = widgets.IntProgress(
-            value=0, min=0, max=1, bar_style="success", layout=widgets.Layout(flex="1 1 auto", width="auto")
-        )
-        self.bar.add_class("aura-gauge-bar")
-        self.text = widgets.Label("", tooltip=_WAITING_TIP, layout=widgets.Layout(width="14em"))
-        self.text.add_class("aura-gauge-text")
-        self.blocked_text = widgets.Label("", tooltip=_BLOCKED_TIP, layout=widgets.Layout(width="9em"))
-        self.blocked_text.add_class("aura-gauge-blocked")
-        self.box = widgets.HBox(
-            [self.label, self.bar, self.text, self.blocked_text], layout=widgets.Layout(width="100%")
-        )
-        for css in ("aura-gauge", f"aura-gauge-{name}", "aura-load-ok"):
-            self.box.add_class(css)
-        self._level = "ok"
-        self._last: tuple[int, int, int] | None = None
+        self._last: LimitStatistics | None = None
 
     def update(self, limit: LimitStatistics) -> None:
-        key = (limit.capacity, limit.in_use, limit.waiting)
-        if key == self._last:
-            return
-        self._last = key
-        level = _load_level(limit)
-        # max first: IntProgress clamps value to [min, max].
-        _set(self.bar, max=limit.capacity, value=min(limit.in_use, limit.capacity), bar_style=_BAR_STYLE[level])
-        _set(self.text, value=f"{limit.in_use} / {limit.capacity} in use · {limit.waiting} waiting")
-        _set(self.blocked_text, value=f"· {self.blocked} blocked here")
-        if level != self._level:
-            with self.box.hold_sync():
-                self.box.remove_class(f"aura-load-{self._level}")
-                self.box.add_class(f"aura-load-{level}")
-            self._level = level
+        self._last = limit
 
     @property
     def in_use(self) -> int:
-        return self._last[1] if self._last else 0
+        return self._last.in_use if self._last else 0
 
     @property
     def capacity(self) -> int:
-        return self._last[0] if self._last else 0
+        return self._last.capacity if self._last else 0
 
     @property
     def waiting(self) -> int:
-        return self._last[2] if self._last else 0
+        return self._last.waiting if self._last else 0
+
+    @property
+    def held_back(self) -> int:
+        """Tokens held back for the oldest waiter (0 until the manager reports them)."""
+        return dash.held_back(self._last)[0] if self._last else 0
+
+    @property
+    def level(self) -> str:
+        """``"ok"``, ``"busy"`` (>= 70 % in use) or ``"full"``."""
+        return dash.load_level(self._last) if self._last else "ok"
+
+    @property
+    def text(self) -> str:
+        """The caption: ``2 / 5 in use · 3 waiting``."""
+        return dash.caption(self._last) if self._last else ""
 
     @property
     def blocked(self) -> int:
         """How many of the waiting tasklets this limit holds up itself (it is full)."""
-        return _blocked_here(self.in_use, self.capacity, self.waiting)
+        return dash.blocked_here(self.in_use, self.capacity, self.waiting)
+
+    @property
+    def html(self) -> str:
+        return dash.gauge_html(self._last) if self._last else ""
 
     def __repr__(self) -> str:
         return (
-            f"<gauge {self.name}: {self.in_use}/{self.capacity} in use, {self.waiting} waiting, "
-            f"{self.blocked} blocked here ({self._level})>"
+            f"<gauge {self.name}: {self.in_use}/{self.capacity} in use, {self.held_back} held back, "
+            f"{self.waiting} waiting, {self.blocked} blocked here ({self.level})>"
         )
 
 
 @dataclass(slots=True)
 class _PathView:
-    """The path on display: whose it is and how far each step got."""
+    """A planned path: whose it is and how far each step got."""
 
     plan: Plan
     path: Path
@@ -221,16 +225,43 @@ class _PathView:
     tasklet_name: str
     progress: dict[int, str]
     failure: str | None = None
+    key: int = 0
+    planned_at: float = field(default_factory=time.time)
+
+    def label(self) -> str:
+        steps = list(self.progress.values())
+        state = "failed" if "failed" in steps else ("done" if steps and set(steps) == {"done"} else "in progress")
+        if not steps:
+            state = "nothing to do"
+        who = display_text(f"{self.tasklet_id} ({self.tasklet_name})", 40) if self.tasklet_id else "a tasklet"
+        target = display_text(self.path.target, 24)
+        return f"{dash.clock(self.planned_at)} · {who} → {target} · {state}"
+
+
+@dataclass(slots=True)
+class _Why:
+    """The "Why waiting?" answer on display: about whom, asked when, last text."""
+
+    tasklet_id: str
+    asked_at: float
+    status: str
+    text: str
+    updated_at: float
 
 
 class Workbench:
     """An :class:`~aura_nb.core.ExecutionManager` with a live Jupyter dashboard.
 
     Display it in a cell (``wb`` on the last line, or ``display(wb)``) to see the gauges,
-    the counters, the live tasklets, the last planned path and the errors. Submit from
-    cells: ``handle = wb.submit(t)`` returns at once (the tasklet runs on the kernel's
-    event loop), ``await wb.run(t)`` waits for the result, ``wb.run_sync(t)`` blocks in
-    a plain cell (see :func:`aura_nb.notebook._loop.run_sync` for its cost).
+    the counters, the live tasklets, the errors and the last planned paths; display
+    ``wb.gauge_strip()`` in any later cell for a compact live view of the gauges where
+    the work happens. In JupyterLab, *Create New View for Cell Output* (right-click the
+    dashboard) docks the full dashboard beside the notebook.
+
+    Submit from cells: ``handle = wb.submit(t)`` returns at once (the tasklet runs on the
+    kernel's event loop), ``await wb.run(t)`` waits for the result, ``await
+    wb.run_many(ts)`` runs a batch with a progress row, ``wb.run_sync(t)`` blocks in a
+    plain cell (see :func:`aura_nb.notebook._loop.run_sync` for its cost).
 
     The dashboard updates itself while tasklets submitted here are live; after work
     started some other way (``wb.manager.start(t)``), call :meth:`refresh`.
@@ -242,9 +273,11 @@ class Workbench:
             live (>= 0.1: at most 10 updates a second).
 
     Widgets (ipywidgets, to embed or restyle): ``widget`` (the whole dashboard),
-    ``gauges`` (name -> gauge with ``box``, ``bar``, ``text``, ``blocked_text``), ``counters``,
-    ``running`` (``running_table``, ``tasklet_select``, ``cancel_button``,
-    ``why_button``), ``why_area``, ``path_widget``, ``errors_widget``.
+    ``header``, ``gauges_widget``, ``counters``, ``batch_widget``, ``running_table``,
+    ``tasklet_select``, ``cancel_button``, ``why_button``, ``why_area``,
+    ``errors_widget``, ``path_select``, ``path_widget``. ``gauges`` maps each limit's
+    name to what its gauge shows (``in_use``, ``capacity``, ``waiting``,
+    ``held_back``, ``blocked``, ``level``, ``text``).
     """
 
     def __init__(
@@ -269,18 +302,29 @@ class Workbench:
         self.refresh_interval = float(refresh_interval)
         self._handles: dict[str, TaskletHandle] = {}  # live tasklets submitted here (strong refs)
         self._batch_ids: set[str] = set()  # tasklets of run_many batches still running here
+        self._batches: list[BatchProgress] = []
+        self._finished_base = 0  # finished tasklets when the current batches started ...
+        self._handles_done = 0  # ... and tasklets with a handle that ended since then
         self._submitted = 0
         self._pump_task: asyncio.Task[None] | None = None
-        self._errors: list[str] = []
-        self._error_css: list[str] = []
+        self._errors: list[ErrorEntry] = []
         self._n_errors = 0
         self._last_internal: str | None = None
+        self._gauges: dict[str, _Gauge] = {}
+        self._views: deque[_PathView] = deque(maxlen=_KEPT_PATHS)
         self._view: _PathView | None = None
         self._path_version = 0
         self._shown_version = 0
         self._path_source: str | None = None
+        self._path_body: str | None = None  # the HTML of the latest path's drawing
         self._renderer: asyncio.Task[None] | None = None
         self._live_due = 0.0  # time.monotonic() after which the pump lists live tasklets again
+        self._why: _Why | None = None
+        self._ended: dict[str, str] = {}  # the chosen tasklet, once it ended: id -> status
+        self._chosen: str | None = None  # tasklet_select.value, read per finished tasklet
+        self._snapshots: list[Any] = []  # display handles of the static snapshots
+        self._snapshot_html = ""
+        self._strip_shown = False  # the compact strip is updated once someone asked for it
         self._closed = False
         self._build_widgets()
         self._hooks = (
@@ -295,82 +339,157 @@ class Workbench:
     # -- widgets -----------------------------------------------------------------------
     def _build_widgets(self) -> None:
         def heading(text: str) -> widgets.HTML:
-            w = widgets.HTML(f"<b>{_esc(text)}</b>")
+            w = widgets.HTML(f"<b>{esc(text)}</b>")
             w.add_class("aura-heading")
             return w
 
-        self.header = widgets.HTML()
-        self.header.add_class("aura-header")
-        self._global_gauge = _Gauge("global")
-        self._resource_gauges: dict[str, _Gauge] = {}
-        self.gauges_box = widgets.VBox([self._global_gauge.box])
-        self.gauges_box.add_class("aura-gauges")
+        def html(css: str, value: str = "") -> widgets.HTML:
+            # No margin: with width 100% a margin would make the dashboard wider than its cell.
+            w = widgets.HTML(value, layout=widgets.Layout(width="100%", margin="0"))
+            w.add_class(css)
+            return w
 
-        self.counters = widgets.HTML()
-        self.counters.add_class("aura-counters")
+        self._style = widgets.HTML(dash.CSS, layout=widgets.Layout(height="0px", margin="0"))
+        self.header = html("aura-header")
+        self.legend = html("aura-legend-box", dash.legend_html())
+        self.gauges_widget = html("aura-gauges")
+        self.counters = html("aura-counters")
+        self.batch_widget = html("aura-batch")
 
-        self.running_table = widgets.HTML()
-        self.running_table.add_class("aura-running-table")
-        self.tasklet_select = widgets.Dropdown(options=[], description="Tasklet", layout=widgets.Layout(width="28em"))
+        self.running_table = html("aura-running-table")
+        self.tasklet_select = widgets.Dropdown(
+            options=[], value=None, description="Tasklet", layout=widgets.Layout(width="30em", max_width="100%")
+        )
         self.tasklet_select.add_class("aura-tasklet-select")
-        # Disabled until a tasklet is live: there is nothing to cancel or ask about.
-        self.cancel_button = widgets.Button(
-            description="Cancel", button_style="danger", icon="stop", disabled=True, tooltip=_NOTHING_LIVE
-        )
+        self.tasklet_select.observe(_weak(self._on_select), names="value")
+        # Disabled until a tasklet is chosen: there is nothing to cancel or ask about.
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True, tooltip=_CHOOSE)
         self.cancel_button.add_class("aura-cancel")
-        self.why_button = widgets.Button(
-            description="Why waiting?", icon="question", disabled=True, tooltip=_NOTHING_LIVE
-        )
+        self.why_button = widgets.Button(description="Why waiting?", icon="question", disabled=True, tooltip=_CHOOSE)
         self.why_button.add_class("aura-why-button")
-        self.cancel_button.on_click(self._on_cancel_click)
-        self.why_button.on_click(self._on_why_click)
-        controls = widgets.HBox([self.tasklet_select, self.cancel_button, self.why_button])
+        self.cancel_button.on_click(_weak(self._on_cancel_click))
+        self.why_button.on_click(_weak(self._on_why_click))
+        controls = widgets.HBox(
+            [self.tasklet_select, self.why_button, self.cancel_button], layout=widgets.Layout(flex_flow="row wrap")
+        )
         controls.add_class("aura-controls")
-        self.running = widgets.VBox([self.running_table, controls])
+        self.why_area = html("aura-why", '<div class="aura-why-box"></div>')
+        self.running = widgets.VBox([self.running_table, controls, self.why_area])
         self.running.add_class("aura-running")
-        self.why_area = widgets.HTML("")
-        self.why_area.add_class("aura-why")
 
-        self.path_widget = widgets.HTML('<div class="aura-path-empty">No state path planned yet.</div>')
-        self.path_widget.add_class("aura-path")
-
-        self.errors_widget = widgets.HTML()
-        self.errors_widget.add_class("aura-errors")
+        self.errors_widget = html("aura-errors")
         self.clear_errors_button = widgets.Button(description="Clear errors", icon="trash")
         self.clear_errors_button.add_class("aura-errors-clear")
-        self.clear_errors_button.on_click(lambda _button: self.clear_errors())
+        self.clear_errors_button.on_click(_weak(self._on_clear_click))
         self._render_errors()
+
+        self.path_select = widgets.Dropdown(
+            options=[(_LATEST_PATH, _LATEST)],
+            value=_LATEST,
+            description="Path",
+            layout=widgets.Layout(width="40em", max_width="100%"),
+        )
+        self.path_select.add_class("aura-path-select")
+        self.path_select.observe(_weak(self._on_path_choice), names="value")
+        self.path_widget = html("aura-path", self._path_box('<div class="aura-path-empty">No state path planned yet.</div>'))
 
         self.widget = widgets.VBox(
             [
+                self._style,
                 self.header,
                 heading("Limits"),
-                self.gauges_box,
+                self.legend,
+                self.gauges_widget,
                 heading("Tasklets"),
                 self.counters,
+                self.batch_widget,
                 self.running,
-                self.why_area,
-                heading("Last planned path"),
-                self.path_widget,
                 heading("Errors"),
                 self.errors_widget,
                 self.clear_errors_button,
+                heading("Planned state paths"),
+                self.path_select,
+                self.path_widget,
             ],
             layout=widgets.Layout(width="100%", max_width="64em"),
         )
         self.widget.add_class("aura-workbench")
+        self.strip = widgets.HTML(layout=widgets.Layout(width="100%", max_width="64em"))
+        self.strip.add_class("aura-strip")
+        self._strip_box = widgets.VBox([widgets.HTML(dash.CSS, layout=widgets.Layout(height="0px")), self.strip])
+        self._strip_box.add_class("aura-strip-box")
+
+    @staticmethod
+    def _path_box(body: str) -> str:
+        return f'<div class="aura-path-box">{body}</div>'
 
     @property
     def gauges(self) -> Mapping[str, _Gauge]:
-        """The gauge of each limit: ``"global"`` first, then each resource by name."""
-        return {"global": self._global_gauge, **self._resource_gauges}
+        """What each limit's gauge shows: ``"global"`` first, then each resource by name."""
+        return dict(self._gauges)
 
+    def gauge_strip(self) -> widgets.Widget:
+        """A compact, live view of the gauges (one line per limit) to display in any cell.
+
+        Every display of it stays live while the dashboard does: put one in the cell
+        where the work happens, so the numbers are in view when they matter.
+        """
+        self._strip_shown = True
+        self._apply(self.manager.statistics(), list_live=False)
+        return self._strip_box
+
+    # -- displaying ----------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         self.refresh()
         bundle = self.widget._repr_mimebundle_(**kwargs)
         if isinstance(bundle, dict):  # a readable text form where widgets cannot be shown
             bundle["text/plain"] = repr(self)
         return bundle
+
+    def _ipython_display_(self) -> None:
+        """The live dashboard, then a static snapshot of it for where widgets cannot run."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+        handle = display(self._snapshot_bundle(), raw=True, display_id=True)
+        if handle is not None:
+            self._snapshots.append(handle)
+
+    def snapshot_html(self) -> str:
+        """The dashboard as static HTML: its last state, readable without widgets."""
+        self.refresh()
+        return self._snapshot()
+
+    def _snapshot(self) -> str:
+        path = self.path_widget.value
+        why = self.why_area.value if self._why is not None else ""
+        return (
+            f'{dash.CSS}<div class="aura-snapshot">'
+            f'<div class="aura-header">{self.header.value}</div>'
+            f'<div class="aura-snapshot-note">A snapshot of the dashboard taken at '
+            f"{dash.clock(time.time())}: run the notebook to see it live.</div>"
+            f"<b>Limits</b>{dash.legend_html()}<div class=\"aura-gauges\">{self.gauges_widget.value}</div>"
+            f'<b>Tasklets</b><div class="aura-counters">{self.counters.value}</div>'
+            f'<div class="aura-batch">{self.batch_widget.value}</div>'
+            f'<div class="aura-running-table">{self.running_table.value}</div>{why}'
+            f'<b>Errors</b><div class="aura-errors">{self.errors_widget.value}</div>'
+            f'<b>Last planned state path</b><div class="aura-path">{path}</div></div>'
+        )
+
+    def _snapshot_bundle(self) -> dict[str, str]:
+        self._snapshot_html = self._snapshot()
+        return {"text/html": self._snapshot_html, "text/plain": ""}
+
+    def _update_snapshots(self) -> None:
+        """Refresh the static snapshots on display (when the manager goes idle or closes)."""
+        if not self._snapshots:
+            return
+        html = self._snapshot()
+        if html == self._snapshot_html:
+            return
+        self._snapshot_html = html
+        for handle in self._snapshots:
+            handle.update({"text/html": html, "text/plain": ""}, raw=True)
 
     # -- submitting --------------------------------------------------------------------
     def submit(self, tasklet: Tasklet) -> TaskletHandle:
@@ -388,19 +507,37 @@ class Workbench:
         """Start every tasklet, in order; if one is invalid, none is started."""
         tasklets = list(tasklets)
         seen: set[str] = set()
+        checked: set[tuple[Any, ...]] = set()
+        validate = self.manager.validate
         for tasklet in tasklets:
             if not isinstance(tasklet, Tasklet):
                 raise TypeError(f"submit_many(): expected Tasklet objects, got {type(tasklet).__name__} {tasklet!r}")
             if tasklet.id in seen:
                 raise ValueError(f"submit_many(): tasklet {tasklet.id} appears twice; create one Tasklet per run")
             seen.add(tasklet.id)
-            self.manager.validate(tasklet)
+            # Validity depends only on the task, the tags and the state (and cannot change
+            # during this loop): a batch of alike tasklets is checked once, not n times.
+            try:
+                key: tuple[Any, ...] | None = (tasklet.task, tasklet.resource_tags, tasklet.required_initial_state)
+                if key in checked:
+                    continue
+            except TypeError:  # an unhashable task
+                key = None
+            validate(tasklet)
+            if key is not None:
+                checked.add(key)
+        # The one loop that runs per tasklet: names bound once, nothing else done here.
+        start, mine, on_done = self.manager.start, self._handles, self._on_done
         handles = []
-        for tasklet in tasklets:
-            handle = self.manager.start(tasklet)
-            self._track(handle)
-            handles.append(handle)
-        self._ensure_pump()
+        try:
+            for tasklet in tasklets:
+                handle = start(tasklet)
+                mine[handle.id] = handle
+                handle.add_done_callback(on_done)
+                handles.append(handle)
+        finally:
+            self._submitted += len(handles)
+            self._ensure_pump()
         return handles
 
     async def run(self, tasklet: Tasklet) -> Any:
@@ -427,20 +564,36 @@ class Workbench:
 
         The fast way to run many tasklets (see ``ExecutionManager.run_many``): no task
         and no handle per tasklet. The gauges, counters and running list follow the
-        batch; to cancel it, interrupt the cell (every running tasklet reports and
-        releases as usual, the rest never start).
+        batch, and a progress row shows how many ended, the rate and the time left; to
+        cancel it, interrupt the cell (every running tasklet reports and releases as
+        usual, the rest never start).
         """
+        progress = None
         if isinstance(tasklets, Iterable) and not isinstance(tasklets, (str, bytes)):
             tasklets = list(tasklets)  # (anything else: the manager says what it takes)
             ids = {t.id for t in tasklets if isinstance(t, Tasklet)} - self._batch_ids  # this batch's own
+            if not self._batches:
+                self._finished_base = self.manager.statistics().finished
+                self._handles_done = 0
+            progress = BatchProgress(total=len(tasklets), started=time.monotonic())
+            self._batches.append(progress)
         else:
             ids = set()
         self._batch_ids |= ids
         self._ensure_pump()
+        finished_before = self._finished_base + self._handles_done
+        ran = False
         try:
-            return await self.manager.run_many(tasklets, return_exceptions=return_exceptions)
+            result = await self.manager.run_many(tasklets, return_exceptions=return_exceptions)
+            ran = True
+            return result
         finally:
             self._batch_ids -= ids
+            if progress is not None:
+                self._batches.remove(progress)
+                # Counted as submitted once it ran (a batch refused at the door did not).
+                if ran or self.manager.statistics().finished > finished_before:
+                    self._submitted += progress.total
             self._tick()  # the dashboard shows the batch's end at once (never raises)
             self._ensure_pump()
 
@@ -461,12 +614,16 @@ class Workbench:
         # Called inside the manager's task: must never raise.
         try:
             self._handles.pop(handle.id, None)
+            self._handles_done += 1
             status = handle.status
+            if handle.id == self._chosen:
+                self._ended[handle.id] = status
             if status in _ERROR_STATUSES:
                 exc = handle.exception()
                 tasklet = handle.tasklet
                 self._add_error(
-                    f"tasklet {tasklet.id} ({tasklet.name!r}) {status}: {type(exc).__name__}: {exc}",
+                    f"tasklet {tasklet.id} ('{display_text(tasklet.name, 80)}') {status}: "
+                    f"{type(exc).__name__}: {exc}",
                     css=f"aura-error-{status}",
                 )
         except Exception as exc:  # pragma: no cover - defensive: a dashboard bug
@@ -492,11 +649,32 @@ class Workbench:
     def _selected(self) -> str | None:
         return self.tasklet_select.value
 
+    def _on_select(self, change: Any) -> None:
+        self._chosen = change["new"]
+        try:
+            self._update_buttons()
+        except Exception as exc:  # pragma: no cover - defensive
+            self._internal_error("choosing a tasklet", exc)
+
+    def _update_buttons(self) -> None:
+        chosen = self.tasklet_select.value
+        if chosen is None:
+            tip = _NOTHING_LIVE if len(self.tasklet_select.options) == 0 else _CHOOSE
+            _set(self.cancel_button, disabled=True, tooltip=tip)
+            _set(self.why_button, disabled=True, tooltip=tip)
+        elif chosen in self._ended:
+            tip = f"Tasklet {chosen} has ended ({self._ended[chosen]}): nothing to cancel or ask about."
+            _set(self.cancel_button, disabled=True, tooltip=tip)
+            _set(self.why_button, disabled=True, tooltip=tip)
+        else:
+            _set(self.cancel_button, disabled=False, tooltip=_CANCEL_TIP)
+            _set(self.why_button, disabled=False, tooltip=_WHY_TIP)
+
     def _on_cancel_click(self, _button: Any) -> None:
         try:
             tasklet_id = self._selected()
             if tasklet_id is None:
-                message = "Select a tasklet first."
+                message = _CHOOSE
             elif tasklet_id in self._handles:
                 ok = self.cancel(tasklet_id)
                 message = f"Cancel requested for tasklet {tasklet_id}." if ok else f"Tasklet {tasklet_id} has finished."
@@ -511,6 +689,7 @@ class Workbench:
                 )
             else:
                 message = f"Tasklet {tasklet_id} has finished."
+            self._why = None
             self._set_why(message)
             self._ensure_pump()
         except Exception as exc:
@@ -519,12 +698,55 @@ class Workbench:
     def _on_why_click(self, _button: Any) -> None:
         try:
             tasklet_id = self._selected()
-            self._set_why("Select a tasklet first." if tasklet_id is None else str(self.manager.why(tasklet_id)))
+            if tasklet_id is None:
+                self._why = None
+                self._set_why(_CHOOSE)
+                return
+            report = self.manager.why(tasklet_id)
+            now = time.time()
+            self._why = _Why(tasklet_id, now, report.status, str(report), now)
+            self._show_why()
         except Exception as exc:
             self._internal_error("asking why a tasklet waits", exc)
 
+    def _refresh_why(self, statuses: Mapping[str, str]) -> None:
+        """Keep the answer on display true: redo it, or say it is out of date, on a change."""
+        why = self._why
+        if why is None:
+            return
+        status = statuses.get(why.tasklet_id, "finished")
+        if status == "waiting":
+            text = str(self.manager.why(why.tasklet_id))
+            if text != why.text:
+                why.text, why.updated_at = text, time.time()
+                self._show_why()
+        elif status != why.status:
+            why.status, why.updated_at = status, time.time()
+            ended = self._ended.get(why.tasklet_id)
+            now = f"it has ended ({ended})" if ended or status == "finished" else f"it is {status}"
+            if ended is None and status == "finished":
+                now = "it has ended"
+            why.text = f"tasklet {why.tasklet_id} is not waiting any more: {now}."
+            self._show_why()
+
+    def _show_why(self) -> None:
+        why = self._why
+        if why is None:
+            return
+        head = f"asked at {dash.clock(why.asked_at)}"
+        if why.updated_at != why.asked_at:
+            head += f", updated at {dash.clock(why.updated_at)} when the tasklet's state changed"
+        _set(
+            self.why_area,
+            value=(
+                f'<div class="aura-why-box"><div class="aura-why-head">Why waiting? ({head})</div>'
+                f'<pre class="aura-why-text" style="{_WRAP}">{esc(why.text)}</pre></div>'
+            ),
+        )
+
     def _set_why(self, text: str) -> None:
-        _set(self.why_area, value=f"<pre>{_esc(text)}</pre>")
+        text = f'<pre class="aura-why-text" style="{_WRAP}">{esc(text)}</pre>'
+        _set(self.why_area, value=f'<div class="aura-why-box">{text}</div>')
 
     # -- reading -----------------------------------------------------------------------
     def statistics(self) -> ManagerStatistics:
@@ -533,23 +755,26 @@ class Workbench:
 
     @property
     def events(self) -> Any:
-        """Every event so far, one row each (a pandas DataFrame)."""
-        return self.manager.events.to_frame()
+        """Every event so far, one row each (a pandas DataFrame; user text shown literally)."""
+        return literal_frame(self.manager.events.to_frame())
 
     @property
     def runs(self) -> Any:
         """One row per tasklet: status and queue / planning / run durations (a DataFrame)."""
-        return self.manager.events.runs()
+        return literal_frame(self.manager.events.runs())
 
     @property
     def errors(self) -> list[str]:
         """The errors shown in the dashboard (the latest ones), oldest first."""
-        return list(self._errors)
+        return [entry.text for entry in self._errors]
 
     @property
     def path_source(self) -> str | None:
-        """The DOT source of the path drawing on display, or None before any path."""
+        """The DOT source of the latest path's drawing, or None before any path."""
         return self._path_source
+
+    def _on_clear_click(self, _button: Any) -> None:
+        self.clear_errors()
 
     def clear_errors(self) -> None:
         """Empty the error area."""
@@ -557,6 +782,7 @@ class Workbench:
         self._n_errors = 0
         self._last_internal = None
         self._render_errors()
+        self._update_header(self.manager.statistics())
 
     # -- the pump ----------------------------------------------------------------------
     @property
@@ -576,8 +802,15 @@ class Workbench:
     async def _pump(self) -> None:
         while True:
             if self._tick():
+                self._safe_update_snapshots()
                 return
             await asyncio.sleep(self.refresh_interval)
+
+    def _safe_update_snapshots(self) -> None:
+        try:
+            self._update_snapshots()
+        except Exception as exc:
+            self._internal_error("updating the static snapshot", exc)
 
     def _tick(self) -> bool:
         """One update of the numbers; True when the manager is idle. Never raises."""
@@ -587,7 +820,8 @@ class Workbench:
             self._internal_error("reading the manager's statistics", exc)
             return True
         try:
-            self._apply(stats, list_live=stats.idle or time.monotonic() >= self._live_due)
+            now = time.monotonic()
+            self._apply(stats, list_live=stats.idle or now >= self._live_due)
         except Exception as exc:
             self._internal_error("updating the dashboard", exc)
         # A batch may look idle between two of its tasklets: keep pumping until it ends.
@@ -599,96 +833,74 @@ class Workbench:
         view = self._view
         if view is not None and self._shown_version < self._path_version:
             version = self._path_version
-            self._show_path(version, *self._render_path(self._snapshot(view)))
+            self._show_path(version, *self._render_path(self._snapshot_view(view)))
 
     def _apply(self, stats: ManagerStatistics, *, list_live: bool = True) -> None:
-        self._global_gauge.update(stats.global_limit)
-        new = [name for name in stats.resources if name not in self._resource_gauges]
-        if new:
-            for name in new:
-                self._resource_gauges[name] = _Gauge(name)
-            self.gauges_box.children = (self._global_gauge.box, *(g.box for g in self._resource_gauges.values()))
-        for name, limit in stats.resources.items():
-            self._resource_gauges[name].update(limit)
-        self._update_counters(stats)
+        for limit in stats.limits:
+            gauge = self._gauges.get(limit.name)
+            if gauge is None:
+                gauge = self._gauges[limit.name] = _Gauge(limit.name)
+            gauge.update(limit)
+        gauges = dash.gauges_html(stats)
+        _set(self.gauges_widget, value=gauges)
+        _set(self.counters, value=dash.counters_html(stats))
+        if self._batches:
+            done = stats.finished - self._finished_base - self._handles_done
+            for batch in self._batches:
+                batch.done = max(batch.done, min(batch.total, done))
+        _set(self.batch_widget, value=dash.batch_html(self._batches))
         if list_live:
             # manager.live() lists every live tasklet: with thousands queued it is the one
             # costly read, so the pump lists them again only after 100x its last cost
-            # (at most 1 % of the loop's time); the numbers above stay at 10 Hz.
+            # (at most 1 % of the loop's time), and at most once a second.
             t0 = time.perf_counter()
             self._update_live()
             cost = time.perf_counter() - t0
-            self._live_due = time.monotonic() + cost * _LIVE_BUDGET
+            self._live_due = time.monotonic() + max(cost * _LIVE_BUDGET, _LIVE_INTERVAL)
         self._update_header(stats)
+        if self._strip_shown:
+            _set(self.strip, value=dash.strip_html(self._state(stats), stats, self._batches, self._n_errors))
+
+    def _state(self, stats: ManagerStatistics) -> str:
+        return "closed" if self.manager.closed else ("idle" if stats.idle and not self._batches else "busy")
 
     def _update_header(self, stats: ManagerStatistics) -> None:
-        state = "closed" if self.manager.closed else ("idle" if stats.idle else "busy")
-        _set(
-            self.header,
-            value=(
-                f'<span class="aura-title"><b>aura_nb Workbench</b></span> · '
-                f'<span class="aura-state aura-state-{state}">{state}</span> · '
-                f"{self._submitted} submitted here · max_concurrency {stats.global_limit.capacity}"
-            ),
-        )
-
-    def _update_counters(self, stats: ManagerStatistics) -> None:
-        cells = [("waiting", stats.waiting), ("planning", stats.planning), ("running", stats.running)]
-        cells += [(status, stats.by_status.get(status, 0)) for status in STATUSES]
-        text = " ".join(
-            f'<span class="aura-count aura-count-{name}">{name} <b>{count}</b></span> &nbsp;' for name, count in cells
-        )
-        _set(self.counters, value=text)
+        submitted = self._submitted + sum(b.total for b in self._batches)
+        _set(self.header, value=dash.header_html(self._state(stats), submitted, stats, self._n_errors))
 
     def _update_live(self) -> None:
-        live = self.manager.live()
-        shown = live[:_MAX_ROWS]
-        if shown:
-            td = '<td style="padding: 0 1.2em 0 0">'
-            rows = "".join(
-                f'<tr class="aura-live aura-live-{status}" data-tasklet-id="{_esc(t.id)}">{td}{_esc(t.id)}</td>'
-                f"{td}{_esc(t.name)}</td>{td}{_esc(status)}</td>{td}{_esc(', '.join(t.resource_tags) or '-')}</td>"
-                "</tr>"
-                for t, status in shown
-            )
-            more = (
-                f'<tr class="aura-live-more"><td colspan="4">... and {len(live) - len(shown)} more</td></tr>'
-                if len(live) > len(shown)
-                else ""
-            )
-            th = '<th style="padding: 0 1.2em 0 0; text-align: left">'
-            table = (
-                f'<table class="aura-running-list"><thead><tr>{th}id</th>{th}name</th>{th}status</th>'
-                f"{th}resources</th></tr></thead><tbody>{rows}{more}</tbody></table>"
-            )
-        else:
-            table = f'<div class="aura-running-none">{_NOTHING_LIVE}</div>'
-        _set(self.running_table, value=table)
-
-        options = tuple((f"{t.id} · {t.name} · {status}", t.id) for t, status in live[:_MAX_CHOICES])
-        # Nothing live, nothing to act on: the buttons say so instead of answering a click.
-        nothing = not options
-        _set(self.cancel_button, disabled=nothing, tooltip=_NOTHING_LIVE if nothing else _CANCEL_TIP)
-        _set(self.why_button, disabled=nothing, tooltip=_NOTHING_LIVE if nothing else _WHY_TIP)
-        select = self.tasklet_select
-        if options != select.options:
-            selected = select.value
-            with select.hold_sync():
-                select.options = options
-                ids = [value for _, value in options]
-                if selected in ids:
-                    select.value = selected
-                elif ids and select.value is None:
-                    select.value = ids[0]
+        live = dash.sort_live(self.manager.live())
+        _set(
+            self.running_table,
+            value=f'<div class="aura-running-box">{dash.running_html(live, _MAX_ROWS)}</div>',
+        )
+        choices = live[:_MAX_CHOICES]
+        options = [(display_text(f"{t.id} · {t.name} · {status}", 70), t.id) for t, status in choices]
+        chosen = self.tasklet_select.value
+        # Every live tasklet's status, only when a choice or an answer needs it.
+        statuses = {t.id: status for t, status in live} if chosen is not None or self._why is not None else {}
+        if chosen is not None and chosen not in statuses:
+            # The chosen tasklet ended: it stays chosen (a choice never changes by itself).
+            ended = self._ended.setdefault(chosen, "finished")
+            label = next((label for label, value in self.tasklet_select.options if value == chosen), str(chosen))
+            label = label.rsplit(" · ", 1)[0] + f" · ended ({ended})"
+            options.insert(0, (label, chosen))
+        elif chosen is not None and chosen not in {v for _, v in options}:
+            options.insert(0, (display_text(f"{chosen} · {statuses[chosen]}", 70), chosen))
+        options_t = tuple(options)
+        if options_t != self.tasklet_select.options:
+            with self.tasklet_select.hold_sync():
+                self.tasklet_select.options = options_t
+                self.tasklet_select.value = chosen
+        self._update_buttons()
+        self._refresh_why(statuses)
 
     # -- errors ------------------------------------------------------------------------
     def _add_error(self, text: str, *, css: str = "aura-error-failed") -> None:
         self._n_errors += 1
-        self._errors.append(text)
-        self._error_css.append(css)
+        self._errors.append(ErrorEntry(time.time(), css, text))
         if len(self._errors) > _MAX_ERRORS:
             del self._errors[0]
-            del self._error_css[0]
         self._render_errors()
 
     def _internal_error(self, doing: str, exc: BaseException) -> None:
@@ -703,16 +915,7 @@ class Workbench:
             pass
 
     def _render_errors(self) -> None:
-        if not self._errors:
-            value = '<div class="aura-errors-none">No errors.</div>'
-        else:
-            hidden = self._n_errors - len(self._errors)
-            items = "".join(
-                f'<li class="aura-error {css}">{_esc(text)}</li>' for text, css in zip(self._errors, self._error_css)
-            )
-            older = f'<div class="aura-errors-older">({hidden} older not shown)</div>' if hidden else ""
-            noun = "error" if self._n_errors == 1 else "errors"
-            value = f'<div class="aura-errors-count">{self._n_errors} {noun}</div>{older}<ul>{items}</ul>'
+        value = f'<div class="aura-errors-box">{dash.errors_html(self._errors, self._n_errors)}</div>'
         _set(self.errors_widget, value=value)
 
     # -- the state path ----------------------------------------------------------------
@@ -725,19 +928,49 @@ class Workbench:
             if plan is None or path is None:
                 return
             tasklet = event.tasklet
+            self._path_version += 1
             self._view = _PathView(
                 plan=plan,
                 path=path,
                 tasklet_id=event.tasklet_id,
                 tasklet_name=getattr(tasklet, "name", "") or "",
                 progress=dict.fromkeys(range(len(path)), "pending"),
+                key=self._path_version,
             )
-            self._path_version += 1
+            self._views.append(self._view)
+            self._update_path_choices()
             self._ensure_pump()
         except Exception as exc:
             self._internal_error("recording a planned path", exc)
             return
         await self._render_in_thread()
+
+    def _update_path_choices(self) -> None:
+        chosen = self.path_select.value
+        keys = {view.key for view in self._views}
+        options = [(_LATEST_PATH, _LATEST)]
+        options += [(view.label(), view.key) for view in reversed(self._views)]
+        if chosen != _LATEST and chosen not in keys:
+            chosen = _LATEST  # older than the paths kept: back to following the latest
+        options_t = tuple(options)
+        if options_t != self.path_select.options:
+            with self.path_select.hold_sync():
+                self.path_select.options = options_t
+                self.path_select.value = chosen
+
+    def _on_path_choice(self, change: Any) -> None:
+        try:
+            key = change["new"]
+            if key in (None, _LATEST):
+                if self._path_body is not None:
+                    _set(self.path_widget, value=self._path_box(self._path_body))
+                return
+            view = next((v for v in self._views if v.key == key), None)
+            if view is not None:
+                _source, body = self._render_path(self._snapshot_view(view))
+                _set(self.path_widget, value=self._path_box(body))
+        except Exception as exc:
+            self._internal_error("showing a chosen path", exc)
 
     def _on_step_started(self, event: Event) -> None:
         self._mark(event, "running")
@@ -784,7 +1017,7 @@ class Workbench:
         if view is None:
             return True
         version = self._path_version
-        snapshot = self._snapshot(view)
+        snapshot = self._snapshot_view(view)
         try:
             source, body = await anyio.to_thread.run_sync(self._render_path, snapshot)
         except Exception as exc:
@@ -794,43 +1027,65 @@ class Workbench:
         return True
 
     @staticmethod
-    def _snapshot(view: _PathView) -> _PathView:
-        return _PathView(view.plan, view.path, view.tasklet_id, view.tasklet_name, dict(view.progress), view.failure)
+    def _snapshot_view(view: _PathView) -> _PathView:
+        return _PathView(
+            view.plan, view.path, view.tasklet_id, view.tasklet_name, dict(view.progress), view.failure, view.key,
+            view.planned_at,
+        )  # fmt: skip
 
     @staticmethod
     def _render_path(view: _PathView) -> tuple[str, str]:
         """(DOT source, HTML) of a path view; runs in a worker thread (pure)."""
-        digraph = render_path(view.plan, view.path, view.progress)
+        digraph = render_path(view.plan, view.path, view.progress, compact=True)
         source = digraph.source
         svg = to_svg(digraph)
         path = view.path
-        who = f"tasklet {_esc(view.tasklet_id)} ({_esc(view.tasklet_name)})" if view.tasklet_id else "a tasklet"
+        who = (
+            f"tasklet {name_html(view.tasklet_id, 16)} ({name_html(view.tasklet_name)})"
+            if view.tasklet_id
+            else "a tasklet"
+        )
+        states = " → ".join(display_text(state, 30) for state in path.states)
+        full = " → ".join(display_text(state) for state in path.states)
+        title = f' title="{esc(full)}"' if full != states else ""
         caption = (
-            f'<div class="aura-path-caption">{who}: <b>{_esc(" → ".join(path.states))}</b> '
-            f"(plan {_esc(path.plan)}, cost {path.total_cost:g})</div>"
+            f'<div class="aura-path-caption">{dash.clock(view.planned_at)} · {who}: <b{title}>{esc(states)}</b> '
+            f"(plan {name_html(path.plan, 30)}, cost {path.total_cost:g})</div>"
         )
         steps = "".join(
             f'<li class="aura-step aura-step-{view.progress.get(step.index, "pending")}">'
-            f"{_esc(step.from_state)} → {_esc(step.to_state)} via <code>{_esc(step.task)}</code>: "
-            f"{view.progress.get(step.index, 'pending')}</li>"
+            f"{name_html(step.from_state)} → {name_html(step.to_state)} via "
+            f"<code>{name_html(step.task)}</code>: {view.progress.get(step.index, 'pending')}</li>"
             for step in path.steps
         )
-        failure = f'<div class="aura-path-failure">{_esc(view.failure)}</div>' if view.failure else ""
+        failure = (
+            f'<div class="aura-path-failure"><span class="aura-error-mark">⚠</span> '
+            f"{esc(display_text(view.failure, 600))}</div>"
+            if view.failure
+            else ""
+        )
         if svg is not None:
-            drawing = f'<div class="aura-path-svg">{_inline_svg(svg)}</div>'
+            drawing = (
+                '<label class="aura-zoom" title="Click to show the drawing at full size (click again to fit)">'
+                f'<input type="checkbox"><div class="aura-path-svg">{_inline_svg(svg)}</div></label>'
+            )
         else:
             drawing = (
                 f'<div class="aura-path-hint">{_DOT_HINT}</div>'
-                f'<pre class="aura-path-dot">{_esc(source)}</pre>'
+                f'<pre class="aura-path-dot">{esc(source)}</pre>'
             )
-        return source, f'{caption}{drawing}<ol class="aura-path-steps">{steps}</ol>{failure}'
+        # The words first (they fit any width), then the drawing, which may scroll.
+        return source, f'{caption}{failure}<ol class="aura-path-steps">{steps}</ol>{drawing}'
 
     def _show_path(self, version: int, source: str, body: str) -> None:
         if version <= self._shown_version:
             return  # an older drawing finished after a newer one
         self._shown_version = version
         self._path_source = source
-        _set(self.path_widget, value=body)
+        self._path_body = body
+        self._update_path_choices()
+        if self.path_select.value in (None, _LATEST):  # following the latest path
+            _set(self.path_widget, value=self._path_box(body))
 
     # -- closing -----------------------------------------------------------------------
     async def aclose(self, *, cancel_running: bool = False) -> None:
@@ -851,6 +1106,7 @@ class Workbench:
         for event, fn in self._hooks:
             self.manager.hooks.off(event, fn)
         self._tick()
+        self._safe_update_snapshots()
 
     async def __aenter__(self) -> Workbench:
         return self
@@ -861,7 +1117,8 @@ class Workbench:
     def __repr__(self) -> str:
         s = self.manager.statistics()
         limits = ", ".join(
-            f"{lim.name} {lim.in_use}/{lim.capacity}" + (f" (+{lim.waiting} waiting)" if lim.waiting else "")
+            f"{display_text(lim.name, 40)} {lim.in_use}/{lim.capacity}"
+            + (f" (+{lim.waiting} waiting)" if lim.waiting else "")
             for lim in s.limits
         )
         done = ", ".join(f"{k} {v}" for k, v in s.by_status.items() if v) or "none finished"

@@ -196,6 +196,17 @@ class Server:
         except OSError:
             return "(no log)"
 
+    def shut_down_sessions(self, notebook: str) -> None:
+        """Shut down the kernel of every session of *notebook* (REST API, as the UI does)."""
+        with urllib.request.urlopen(f"{self.base}/api/sessions?token={self.token}", timeout=10) as response:
+            sessions = json.load(response)
+        for session in sessions:
+            if session.get("path", "").endswith(notebook):
+                request = urllib.request.Request(
+                    f"{self.base}/api/sessions/{session['id']}?token={self.token}", method="DELETE"
+                )
+                urllib.request.urlopen(request, timeout=30).close()
+
     def kernels(self) -> list[list[str]]:
         """The argv of every kernel this server runs now (they run in sessions of their own)."""
         if self.proc is None:
@@ -362,6 +373,10 @@ def run_all(page: Page, attempts: int = 6) -> None:
     """
     started = page.locator(PROMPTS).filter(has_text=re.compile(r"\[(\*|\d+)\]"))
     for attempt in range(attempts):
+        # Seen on a loaded machine: JupyterLab asks for the kernel the notebook names anyway.
+        ask = page.locator(".jp-Dialog", has_text="Select Kernel")
+        if ask.count():
+            ask.locator(".jp-mod-accept").click()
         page.locator("#jp-MainMenu .lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         try:
@@ -448,3 +463,75 @@ def screenshot(locator: Locator, name: str) -> Path:
     path = ARTIFACTS / name
     locator.screenshot(path=str(path))
     return path
+
+
+#: Records, from now on, what moves on the page: Chrome's layout-shift entries (with
+#: whether a shifted node lies inside the first dashboard) and the dashboard's height,
+#: each sample marked when a run_many batch shows in its progress row.
+WATCH_LAYOUT = """
+() => {
+  const shifts = [], heights = [];
+  window.__auraShifts = shifts; window.__auraHeights = heights;
+  const inBatch = () => {
+    const wb = document.querySelector('.aura-workbench');
+    return !!wb && ((wb.querySelector('.aura-batch') || {}).textContent || '').includes(' done · ');
+  };
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) {
+      if (e.hadRecentInput) continue;
+      const wb = document.querySelector('.aura-workbench');
+      const inside = (e.sources || []).some(s => s.node && wb && wb.contains(s.node));
+      shifts.push({t: e.startTime, value: e.value, inside, batch: inBatch()});
+    }
+  }).observe({type: 'layout-shift'});
+  let last = null;
+  const poll = () => {
+    const wb = document.querySelector('.aura-workbench');
+    if (wb) {
+      const h = Math.round(wb.getBoundingClientRect().height);
+      const batch = inBatch();
+      const key = h + '/' + batch;
+      if (key !== last) { last = key; heights.push({t: performance.now(), h, batch}); }
+    }
+    requestAnimationFrame(poll);
+  };
+  requestAnimationFrame(poll);
+}
+"""
+
+
+def background_brightness(png: Path, border: int = 3) -> float:
+    """Mean brightness (0-255) of the outer frame of a screenshot: its background."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        grey = image.convert("L")
+        width, height = grey.size
+        pixels = grey.load()
+        frame = [pixels[x, y] for x in range(width) for y in range(height)
+                 if x < border or y < border or x >= width - border or y >= height - border]  # fmt: skip
+    return sum(frame) / len(frame)
+
+
+def switch_theme(page: Page, theme: str) -> None:
+    """*Settings > Theme > <theme>* in JupyterLab, and wait until the page uses it."""
+    page.locator("#jp-MainMenu .lm-MenuBar-item", has_text=re.compile(r"^Settings$")).click()
+    page.locator(".lm-Menu .lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).hover()
+    page.locator(".lm-Menu .lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(theme)}$")).click()
+    light = "true" if "Light" in theme else "false"
+    expect(page.locator(f"body[data-jp-theme-light='{light}']")).to_have_count(1)
+
+
+def write_notebook(path: Path, cells: Sequence[str]) -> None:
+    """A notebook of code cells, saved without outputs, with the python3 kernelspec."""
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [],
+             "source": source}
+            for i, source in enumerate(cells)
+        ],  # fmt: skip
+        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb, indent=1))

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from .helpers import (
+    WATCH_LAYOUT,
     WATCH_WORKBENCH,
     Page,
     Server,
@@ -55,6 +56,7 @@ def test_tour_in_jupyterlab(lab: Server, page: Page, focus: list[str]) -> None:
     focus += [".aura-workbench .aura-gauges", ".aura-workbench .aura-path"]
     open_notebook(page, lab, "01_tour.ipynb")
     page.evaluate(WATCH_WORKBENCH)  # records every change of the dashboard from now on
+    page.evaluate(WATCH_LAYOUT)  # ... and what moved on the page
     run_all(page)
     # While the renders share the single GPU, its gauge turns red ("full"): what a
     # person sees mid-run (kept as a picture too).
@@ -136,6 +138,35 @@ def test_tour_in_jupyterlab(lab: Server, page: Page, focus: list[str]) -> None:
     expect(events).to_contain_text("state_transition_finished")
     expect(page.locator(".jp-OutputArea-output table.dataframe")).to_have_count(2)  # events, runs
     expect(page.locator(".jp-RenderedImage img")).to_have_count(1)  # the utilization plot
+
+    # A one-line legend, and every hint a title attribute the browser shows on hover.
+    legend = wb.locator(".aura-legend")
+    expect(legend).to_be_visible()
+    expect(legend).to_contain_text("held for the oldest waiter")
+    expect(legend.locator("[title]")).to_have_count(5)
+    for hint in (".aura-gauge-text", ".aura-gauge-blocked", ".aura-gauge-bar"):
+        expect(wb.locator(f".aura-gauge-global {hint}")).to_have_attribute("title", re.compile(r"\w+ \w+"))
+    expect(wb.locator(".aura-why-button")).to_have_attribute("title", re.compile("."))
+    # The error badge in the header, the error itself above the paths with its time.
+    expect(wb.locator(".aura-header .aura-badge-errors")).to_have_text("⚠ 1 error")
+    expect(wb.locator(".aura-errors .aura-error-time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    # The snapshots for pages without widgets are there, and hidden beside a live dashboard.
+    expect(page.locator(".aura-snapshot")).to_have_count(2)
+    expect(page.locator(".aura-snapshot").first).to_be_hidden()
+
+    # The page did not jump while the batch ran: the dashboard kept its height and
+    # nothing inside it moved (Chrome's layout-shift score; "good" is under 0.1).
+    heights = page.evaluate("window.__auraHeights")
+    shifts = page.evaluate("window.__auraShifts")
+    during = [h["h"] for h in heights if h["batch"]]
+    assert during, f"the batch never showed in the progress row: {heights[:20]}"
+    inside = sum(s["value"] for s in shifts if s["inside"])
+    in_batch = sum(s["value"] for s in shifts if s["batch"])
+    print(f"dashboard heights {sorted({h['h'] for h in heights})}; layout shift inside the dashboard {inside:.3f}, "
+          f"anywhere during the batch {in_batch:.3f}")
+    assert max(during) - min(during) <= 1, f"the dashboard's height changed during the batch: {heights}"
+    assert inside < 0.1, shifts
+    assert len({h["h"] for h in heights if h["h"] > 200}) <= 2, f"the dashboard's height kept changing: {heights}"
 
     shot = screenshot(wb, "lab_workbench.png")
     assert shot.stat().st_size > 10_000

@@ -1,0 +1,106 @@
+"""Workload 8: a rate quota against a real HTTP server. A local server on 127.0.0.1
+(aura_nb.examples.quota_server, in a process of its own) records when each request arrives, per API key. For
+10 s, far more tasklets than the quota allows call ``api_key_A`` (quota ``20/s``) and,
+in the same manager, ``api_key_B`` (capacity 5, each answer takes 250 ms). Counted by
+the server: the most requests of api_key_A in any 1-second window (target: at most 20),
+its throughput (target: at least 95% of the quota) and the most api_key_B requests in
+flight at once (target: at most 5). "starts" counts the bodies' starts (the
+quota's own guarantee); "arrivals" adds the client's latency, which the server
+measured too (its spread is shown).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+import httpx
+
+import aura_nb as an
+from aura_nb.examples.quota_server import max_in_window
+
+from ._util import table
+
+
+class _Remote:
+    """The quota server in a process of its own (its clock is the same monotonic clock)."""
+
+    def __enter__(self) -> _Remote:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aura_nb.examples.quota_server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        out, _ = self.proc.communicate(timeout=60)
+        self.data = json.loads(out.strip().splitlines()[-1])
+
+
+async def _run(seconds: float, quota: int) -> dict[str, Any]:
+    with _Remote() as remote:
+        result = await _drive(remote.url, seconds, quota)
+    data = remote.data
+    a = data["arrivals"]["api_key_A"]
+    t0 = min(a)
+    latency = data["latency"]["api_key_A"]
+    return {
+        **result,
+        "max_arrivals": max_in_window(a, 1.0),
+        "throughput": len([t for t in a if t < t0 + seconds]) / seconds,
+        "spread_ms": (max(latency) - min(latency)) * 1000,
+        "b_in_flight": data["max_in_flight"]["api_key_B"],
+        "b_requests": len(data["arrivals"]["api_key_B"]),
+    }
+
+
+async def _drive(url: str, seconds: float, quota: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with anyio.create_task_group() as tg:  # open the client's connections first
+            for _ in range(30):
+                tg.start_soon(client.get, "/warm-up")
+        starts: list[float] = []
+
+        async def call(key: str, delay: float) -> int:
+            if key == "api_key_A":
+                starts.append(time.monotonic())
+            response = await client.get(f"/{key}", params={"delay": delay, "sent": time.monotonic()})
+            return response.status_code
+
+        demand = int(seconds * quota * 3)  # three times what the quota lets through
+        tasklets = [an.Tasklet(call, params={"key": "api_key_A", "delay": 0}, resource_tags=["api_key_A"])
+                    for _ in range(demand)]  # fmt: skip
+        tasklets += [an.Tasklet(call, params={"key": "api_key_B", "delay": 0.25}, resource_tags=["api_key_B"])
+                     for _ in range(demand // 2)]  # fmt: skip
+        async with an.ExecutionManager(
+            max_concurrency=64, rates={"api_key_A": f"{quota}/s"}, capacities={"api_key_B": 5}
+        ) as em:
+            with anyio.move_on_after(seconds):
+                await em.run_many(tasklets, return_exceptions=True)
+    return {"max_starts": max_in_window(starts, 1.0)}
+
+
+def run(seconds: float = 10.0, quota: int = 20, backends: tuple[str, ...] = ("asyncio", "trio")) -> dict[str, Any]:
+    rows, ok = [], True
+    for backend in backends:
+        r = anyio.run(_run, seconds, quota, backend=backend)
+        good = (
+            r["max_arrivals"] <= quota and r["max_starts"] <= quota and r["throughput"] >= 0.95 * quota
+            and r["b_in_flight"] <= 5
+        )  # fmt: skip
+        ok &= good
+        rows.append([backend, r["max_starts"], r["max_arrivals"], f"{r['throughput']:.2f}/s ({r['throughput'] / quota:.1%})",
+                     f"{r['spread_ms']:.1f}", r["b_in_flight"], r["b_requests"], "yes" if good else "**no**"])  # fmt: skip
+    headers = ["backend", "api_key_A max starts / 1 s", "api_key_A max arrivals / 1 s", "api_key_A throughput",
+               "client latency spread (ms)", "api_key_B max in flight", "api_key_B requests", "targets met"]  # fmt: skip
+    return {"markdown": table(headers, rows), "ok": ok}
+
+
+if __name__ == "__main__":
+    print(run()["markdown"])

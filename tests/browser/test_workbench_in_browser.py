@@ -1,0 +1,166 @@
+"""The Workbench as a person uses it, in real Chromium: choosing, watching, themes, offline.
+
+One small notebook runs in JupyterLab: a dashboard, two tasklets sharing one GPU with
+the compact gauge strip in their cell, a planned path, a state map and a plot. The
+person chooses a tasklet in the dashboard's list and watches it end (the choice must
+stay put), watches the strip in the later cell move, then switches to the dark theme
+(no drawing may stay a white slab). Another test exports the executed tour to HTML,
+as ``make demo`` does, and opens it with the network cut off: the static snapshot
+must show the gauges and the last path.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import (
+    NOTEBOOKS,
+    Page,
+    Server,
+    assert_no_errors,
+    background_brightness,
+    code_cell_count,
+    expect,
+    jupyter_env,
+    open_notebook,
+    run_all,
+    screenshot,
+    switch_theme,
+    wait_all_executed,
+    write_notebook,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CELLS = [
+    """import asyncio
+import aura_nb as an
+from aura_nb.examples.game import GameDevice, make_game_plan
+
+device = GameDevice(delay=0.2)
+plan = make_game_plan(device)
+wb = an.Workbench(plans=[plan], max_concurrency=2, capacities={"gpu": 1})
+wb""",
+    "an.render_state_map(plan)",
+    """async def hold(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+first = wb.submit(an.Tasklet(hold, params={"seconds": 5}, resource_tags=["gpu"], name="first"))
+second = wb.submit(an.Tasklet(hold, params={"seconds": 4}, resource_tags=["gpu"], name="second"))
+wb.gauge_strip()""",
+    """await asyncio.gather(first, second)
+await wb.run(an.Tasklet("game/daily_quests", params={"rounds": 1}, resource_tags=["gpu"],
+                        required_initial_state="in_game_at_home"))""",
+    """import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(9, 3.5), layout="constrained")
+an.plot_utilization(wb.manager, ax=ax)
+plt.show()""",
+]
+
+
+def test_choice_stays_strip_is_live_and_dark_theme_has_no_white_slab(lab: Server, page: Page, focus: list[str]) -> None:
+    focus += [".aura-strip", ".jp-RenderedSVG"]
+    name = "dashboard_check.ipynb"
+    write_notebook(lab.cwd / name, CELLS)
+    open_notebook(page, lab, name)
+    try:
+        _use_the_dashboard(page, lab, name)
+    finally:
+        # The server is shared with the other tests: leave it as it was found.
+        if page.locator("body[data-jp-theme-light='false']").count():
+            switch_theme(page, "JupyterLab Light")
+        lab.shut_down_sessions(name)
+
+
+def _use_the_dashboard(page: Page, lab: Server, name: str) -> None:
+    run_all(page)
+
+    wb = page.locator(".aura-workbench").first
+    select = wb.locator(".aura-tasklet-select select")
+    # Nothing is chosen until the person chooses.
+    expect(select.locator("option", has_text="first")).to_have_count(1, timeout=60_000)
+    assert select.evaluate("el => el.selectedIndex") == -1
+    first_label = select.locator("option", has_text="first").inner_text()
+    select.select_option(label=first_label)
+    expect(wb.locator(".aura-why-button")).to_be_enabled()
+
+    # The strip in the later cell is live: the GPU full with "second" waiting ...
+    strip = page.locator(".aura-strip").first
+    expect(strip.locator(".aura-gauge-gpu .aura-gauge-text")).to_have_text("1 / 1 in use · 1 waiting")
+    wb.locator(".aura-why-button").click()
+    expect(wb.locator(".aura-why-head")).to_contain_text(re.compile(r"asked at \d\d:\d\d:\d\d"))
+    # ... and when "first" ends, the choice stays on it, marked ended; nothing to cancel.
+    chosen = select.locator("option:checked")
+    expect(chosen).to_contain_text("ended (succeeded)", timeout=30_000)
+    expect(chosen).to_contain_text("first")
+    expect(wb.locator(".aura-cancel")).to_be_disabled()
+    # The strip moved on by itself: "second" has the GPU now, then nothing is in use.
+    expect(strip.locator(".aura-gauge-gpu .aura-gauge-text")).to_have_text("0 / 1 in use · 0 waiting", timeout=30_000)
+
+    wait_all_executed(page, code_cell_count(lab.cwd / name))
+    assert_no_errors(page)
+    expect(chosen).to_contain_text("first")  # still, after everything ran
+    expect(wb.locator(".aura-path .aura-step-done")).to_have_count(2)
+    shots = Path("/tmp/shots")
+    shots.mkdir(exist_ok=True)
+    wb.screenshot(path=str(shots / "lab_dashboard_light.png"))
+
+    # The dark theme: every drawing and plot shows the page's dark background through.
+    switch_theme(page, "JupyterLab Dark")
+    drawings = {
+        "state map": page.locator(".jp-RenderedSVG img").first,
+        "dashboard path": wb.locator(".aura-path svg").first,
+        "utilization plot": page.locator(".jp-RenderedImage img").first,
+    }
+    for what, locator in drawings.items():
+        expect(locator).to_be_visible()
+        shot = screenshot(locator, f"dark_{what.replace(' ', '_')}.png")
+        brightness = background_brightness(shot)
+        assert brightness < 110, f"the {what} has a light background in the dark theme ({brightness:.0f}/255)"
+    wb.screenshot(path=str(shots / "lab_dashboard_dark.png"))
+    page.set_viewport_size({"width": 760, "height": 1400})
+    wb.screenshot(path=str(shots / "lab_dashboard_narrow_dark.png"))
+
+
+def test_the_exported_tour_shows_its_snapshot_offline(browser_tools: None, page: Page, tmp_path: Path) -> None:
+    """``make demo``'s HTML, opened with no network: the snapshot stands in for the widgets."""
+    target = tmp_path / "tour.html"
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute", str(NOTEBOOKS / "01_tour.ipynb"),
+         "--output-dir", str(tmp_path), "--output", "tour.html"],
+        env=jupyter_env(tmp_path / "jupyter"), cwd=NOTEBOOKS, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    blocked: list[str] = []
+
+    def offline(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", offline)
+    page.goto(target.as_uri())
+    snapshots = page.locator(".aura-snapshot")
+    expect(snapshots).to_have_count(2)
+    last = snapshots.last
+    expect(last).to_be_visible()
+    expect(last.locator(".aura-gauge .aura-gauge-name")).to_have_text(["global", "gpu", "api_key_A"])
+    expect(last.locator(".aura-gauge-text")).to_have_text([re.compile(r"^0 / \d+ in use · 0 waiting$")] * 3)
+    expect(last.locator(".aura-path svg")).to_be_visible()
+    expect(last.locator(".aura-path .aura-step-done")).to_have_count(2)
+    expect(last.locator(".aura-header")).to_contain_text("closed")
+    # The first one was brought up to date too: gauges and a drawn path, not an empty dashboard.
+    expect(snapshots.first.locator(".aura-path svg")).to_be_visible()
+    assert blocked, "the page asked for nothing online: the test did not cut anything off"
+    shots = Path("/tmp/shots")
+    shots.mkdir(exist_ok=True)
+    last.screenshot(path=str(shots / "offline_tour_snapshot.png"))
