@@ -29,6 +29,7 @@ SECTIONS = [
     ("6. Watching (Workbench dashboard attached)", "bench_watching", {}, {"n": 5_000, "reps": 3}),
     ("7. Scale-out (Dask LocalCluster)", "bench_dask", {}, {}),
     ("8. Admission with 10,000 distinct tag sets", "bench_admission", {}, {"n": 2_000, "reps": 1}),
+    ("9. Rate quota against a local HTTP server", "bench_rates", {}, {"seconds": 3.0, "backends": ("asyncio",)}),
 ]  # fmt: skip
 
 
@@ -98,7 +99,7 @@ def main() -> int:
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
     if missed:
-        print("targets missed in: " + "; ".join(missed) + " (rows marked **missed** in the tables)", file=sys.stderr)
+        print("targets missed in: " + "; ".join(missed) + " (see their tables)", file=sys.stderr)
         return 1
     print("all targets met")
     return 0

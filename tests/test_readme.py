@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import re
 import secrets
 import shlex
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tomllib
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,7 @@ def python_block(marker: str) -> str:
 
 def test_every_python_block_is_run_by_a_test() -> None:
     # One marker per block that a test below runs; a new block needs a new test.
-    tested = ["async def render(frame: int) -> str:", "distributed.LocalCluster("]
+    tested = ["async def render(frame: int) -> str:", "distributed.LocalCluster(", "an.Retry("]
     for block in PYTHON_BLOCKS:
         assert sum(marker in block for marker in tested) == 1, block[:200]
     assert len(PYTHON_BLOCKS) == len(tested)
@@ -107,6 +109,39 @@ def test_what_the_readme_says_about_a_worker_that_dies(tmp_path: Path, setting: 
         assert "result 2" in proc.stdout and marker.read_text() == "2"
     else:  # the first loss fails the tasklet
         assert "WorkerLostError KilledWorker" in proc.stdout and marker.read_text() == "1"
+
+
+@pytest.mark.slow
+def test_the_rates_and_retries_example_runs_against_a_stand_in_api(capsys: pytest.CaptureFixture[str]) -> None:
+    import anyio
+    import httpx
+
+    namespace: dict[str, object] = {}
+    exec(compile(python_block("an.Retry("), "README.md", "exec"), namespace)  # defines call() and main(client)
+    calls: Counter[str] = Counter()
+
+    def api(request: httpx.Request) -> httpx.Response:  # every 4th call is refused: 429, then 503
+        key = request.url.path.strip("/")
+        calls[key] += 1
+        if calls[key] % 4 == 0:
+            return httpx.Response(429 if calls[key] % 8 else 503)
+        return httpx.Response(200, json={"key": key})
+
+    async def run() -> float:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(api)) as client:
+            t0 = time.monotonic()
+            await namespace["main"](client)  # type: ignore[operator]
+            return time.monotonic() - t0
+
+    elapsed = anyio.run(run)
+    lines = capsys.readouterr().out.splitlines()
+    outcomes = [line.split(" ", 2) for line in lines[:-1]]
+    assert sorted(int(i) for i, _, _ in outcomes) == list(range(70))
+    assert all(ok == "True" for _, ok, _ in outcomes), lines  # each refusal was retried
+    assert calls["api_key_A"] > 50 and calls["api_key_B"] > 20
+    # "10/s": at most 10 calls start in any second, so N calls take at least (N - 10) / 10 s.
+    assert elapsed >= (calls["api_key_A"] - 10) / 10 * 0.95, (elapsed, calls)
+    assert lines[-1].startswith("<api_key_A") and "per 1s" in lines[-1]
 
 
 def test_the_commands_without_make_name_what_exists() -> None:
