@@ -1,8 +1,14 @@
-"""The two systems aura_nb is compared with, written here on purpose.
+"""The systems aura_nb is compared with, written here on purpose.
 
-* :class:`RawAsyncio` -- the floor: ``asyncio.Semaphore`` for the global limit and one
-  per tag, ``asyncio.timeout`` where the workload has one; no hooks, no events, and
-  none of aura_nb's guarantees (tags are acquired one by one).
+* :class:`RawAsyncio` -- the floor for one coroutine per tasklet: ``asyncio.Semaphore``
+  for the global limit and one per tag, ``asyncio.timeout`` where the workload has
+  one; no hooks, no events, and none of aura_nb's guarantees (tags are acquired one
+  by one).
+* :class:`WorkerPool` -- the floor for a batch, what a user would write instead of
+  ``run_many``: ``max_concurrency`` plain asyncio workers pulling from one iterator
+  (so the workers *are* the global limit), one ``asyncio.Semaphore`` per resource,
+  ``asyncio.timeout`` where the workload has one, results in order. Like
+  :class:`RawAsyncio` it has no hooks and records no events.
 * :class:`AuraStyle` -- the original Aura ExecutionManager's design: per submission
   the global semaphore, then each tag's semaphore one by one (created lazily under an
   ``asyncio.Lock``, capacity parsed from the tag) in an ``AsyncExitStack``, then
@@ -40,6 +46,36 @@ class RawAsyncio:
             finally:
                 for sem in sems:
                     sem.release()
+
+
+class WorkerPool:
+    def __init__(self, max_concurrency: int, capacities: dict[str, int]) -> None:
+        self.max_concurrency = max_concurrency
+        self.sems = {name: asyncio.Semaphore(cap) for name, cap in capacities.items()}
+
+    async def run_many(self, jobs: Sequence[tuple[Body, Sequence[str], float | None]]) -> list[Any]:
+        """Run ``(body, resource names, timeout)`` jobs; their results, in order."""
+        results: list[Any] = [None] * len(jobs)
+        todo = iter(enumerate(jobs))
+
+        async def worker() -> None:
+            for i, (body, names, timeout) in todo:
+                sems = [self.sems[name] for name in names]
+                for sem in sems:
+                    await sem.acquire()
+                try:
+                    if timeout is None:
+                        result = await body()
+                    else:
+                        async with asyncio.timeout(timeout):
+                            result = await body()
+                finally:
+                    for sem in sems:
+                        sem.release()
+                results[i] = result
+
+        await asyncio.gather(*(worker() for _ in range(self.max_concurrency)))
+        return results
 
 
 class AuraStyle:

@@ -159,6 +159,7 @@ def test_keep_events_needs_a_file() -> None:
         an.ExecutionManager(keep_events=10)
 
 
+@pytest.mark.slow  # about a third of the whole suite's time
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a long run; the invariants are not backend-specific
 async def test_a_soak_of_100k_tasklets_keeps_memory_flat(tmp_path: Path) -> None:
     """With keep_events, nothing per tasklet outlives it: memory is flat.

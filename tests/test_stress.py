@@ -142,6 +142,7 @@ async def scenario(specs: list[Spec], caps: dict[str, int], global_cap: int, rai
         assert (frame["event"] == "hook_error").sum() >= 1
 
 
+@pytest.mark.slow  # 60 random scenarios per backend; `make test-fast` leaves them to `make test`
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
