@@ -760,7 +760,7 @@ async def test_a_rate_only_resource_shows_its_quota_not_a_capacity_bar_and_why_s
     # Used up: said in words, with the countdown to the next token, and who it holds up.
     assert '<span class="aura-gauge-state">quota used</span>' in row and "aura-load-full" in row
     assert re.search(r'<span class="aura-gauge-next">next token in [01]\.\d s</span>', row)
-    assert "1 blocked here" in row and re.search(r"[0-2] in use</span>", row)
+    assert "1 blocked here" in row and re.search(r"[0-2] in use \(no cap on how many at once\)", row)
     gauge = wb.gauges["api"]
     assert (gauge.rate, gauge.per, gauge.rate_used, gauge.quota_level) == (2, 1.0, 2, "full") and gauge.unlimited
     assert gauge.quota_text == "2 / 2 per s"

@@ -106,7 +106,7 @@ CSS = """<style>
 .aura-seg { display: block; height: 100%; }
 .aura-seg-used { background: var(--aura-used); }
 .aura-seg-quota { background: var(--aura-quota); }
-.aura-gauge-sub { font-weight: 400; color: var(--aura-fg2); padding-left: 0.8em; }
+.aura-gauge-sub { font-weight: 400; color: var(--aura-fg2); padding-left: 0.8em; box-sizing: border-box; }
 .aura-seg-held { background: repeating-linear-gradient(135deg, var(--aura-held) 0 4px, transparent 4px 7px);
   box-shadow: inset 0 0 0 1px var(--aura-held); }
 .aura-gauge-text { flex: 0 0 auto; min-width: 12.5em; font-variant-numeric: tabular-nums; }
@@ -281,8 +281,6 @@ def quota_html(limit: LimitStatistics, *, alone: bool = False) -> str:
             notes.append(f'<span class="aura-gauge-next">next token in {seconds_text(limit.next_token_in)}</span>')
     elif level == "busy":
         notes.append('<span class="aura-gauge-state">busy</span>')
-    if alone:
-        notes.append(f'<span class="aura-gauge-inuse" title="{esc(_USED_TIP)}">{limit.in_use} in use</span>')
     notes.append(f'<span class="aura-gauge-blocked" title="{esc(BLOCKED_TIP)}">{blocked} blocked here</span>')
     text = quota_caption(limit)
     if alone:
@@ -297,6 +295,8 @@ def quota_html(limit: LimitStatistics, *, alone: bool = False) -> str:
     bar_title = f"{used} of {rate} rate tokens taken in the last {'second' if window == 's' else window}"
     if limit.next_token_in is not None:
         bar_title += f"; the next comes back in {seconds_text(limit.next_token_in)}"
+    if alone:  # no capacity row to say it: how many hold the resource now
+        bar_title += f"; {limit.in_use} in use (no cap on how many at once)"
     return (
         f'<div class="{classes} aura-load-{level}" data-rate="{rate}" data-per="{limit.per:g}" '
         f'data-rate-used="{used}" data-in-use="{limit.in_use}" data-waiting="{limit.waiting}" '
