@@ -74,8 +74,11 @@ class DaskExecutor:
     The manager still does admission, planning and hooks; this object only ships each
     body to a worker with ``client.submit(..., pure=False)``, waits for it without
     blocking the event loop (asyncio or trio), and brings back its result or its own
-    exception unchanged. The worker's address lands in the ``detail`` column of the
-    ``after_task_success`` / ``after_task_failure`` events.
+    exception unchanged. The worker lands in the ``detail`` column of the
+    ``after_task_success`` / ``after_task_failure`` events by its address and its name,
+    e.g. ``worker tcp://127.0.0.1:40123 (name 0)``: the name stays when a nanny restarts
+    the worker on a new address. Dask's own retries are off (``retries=0``): the manager
+    owns retries, so each attempt is in the log.
 
     Args:
         client: a ``distributed.Client`` created with ``asynchronous=False`` (the
@@ -191,11 +194,11 @@ class DaskExecutor:
         exc = gathered.exception()
         if exc is None:
             worker, result = gathered.result()
-            call.note_worker(worker)
+            call.note_worker(worker_detail(*worker))
             return result
         if isinstance(exc, KilledWorker):
             worker = _address(exc.last_worker)
-            call.note_worker(worker or "unknown")
+            call.note_worker(worker_detail(worker or "unknown", getattr(exc.last_worker, "name", None)))
             raise WorkerLostError(
                 f"tasklet {tasklet.id} ({tasklet.name!r}): the Dask worker {worker or '(unknown)'} died while running "
                 f"its body (Dask key {key!r}, tried on {exc.allowed_failures + 1} worker(s)); see that worker's log. "
@@ -208,9 +211,9 @@ class DaskExecutor:
                 f"({exc}); the body may or may not have run",
                 worker=None, key=key, tasklet_id=tasklet.id,
             ) from exc  # fmt: skip
-        worker = _pop_worker(exc)
-        if worker is not None:
-            call.note_worker(worker)
+        stamp = _pop_worker(exc)
+        if stamp is not None:
+            call.note_worker(worker_detail(*stamp))
         raise exc
 
     async def _stop(
@@ -231,9 +234,9 @@ class DaskExecutor:
                 found = client.run(_stop_on_worker, key, on_error="ignore")
             except Exception:  # a worker went away meanwhile: so did its body
                 return
-            for address, was_running in found.items():
-                if was_running is True:
-                    call.note_worker(address)
+            for address, stopped in found.items():
+                if isinstance(stopped, tuple):  # (True, name): the body ran there
+                    call.note_worker(worker_detail(address, stopped[1]))
 
         if self.stop_timeout is None:
             await anyio.to_thread.run_sync(stop)
@@ -242,14 +245,23 @@ class DaskExecutor:
                 await anyio.to_thread.run_sync(stop, abandon_on_cancel=True)
 
 
+def worker_detail(address: str, name: Any = None) -> str:
+    """The ``detail`` of an event about a body: ``worker tcp://127.0.0.1:40123 (name 0)``.
+
+    Both, because each alone misleads: a nanny restarts a dead worker on a new address
+    under the same name, and names are only unique among the workers alive at once.
+    """
+    return f"worker {address}" if name is None else f"worker {address} (name {name})"
+
+
 def _address(worker: Any) -> str | None:
     if worker is None:
         return None
     return worker if isinstance(worker, str) else getattr(worker, "address", None)
 
 
-def _pop_worker(exc: BaseException) -> str | None:
-    """Remove the worker stamp ``_run_body`` put on a body's exception; return it."""
+def _pop_worker(exc: BaseException) -> tuple[str, Any] | None:
+    """Remove the worker stamp ``(address, name)`` ``_run_body`` put on a body's exception."""
     try:
         return exc.__dict__.pop(_WORKER_ATTR, None)
     except AttributeError:
@@ -301,9 +313,12 @@ class _Remote:
                 pass
 
 
-def _run_body(key: str, fn: Callable[..., Any], params: dict[str, Any], is_async: bool) -> tuple[str, Any]:
-    """The Dask task: run one body here; return ``(worker address, result)``."""
-    address = distributed.get_worker().address
+def _run_body(
+    key: str, fn: Callable[..., Any], params: dict[str, Any], is_async: bool
+) -> tuple[tuple[str, Any], Any]:
+    """The Dask task: run one body here; return ``((worker address, worker name), result)``."""
+    here = distributed.get_worker()
+    address = (here.address, here.name)
     with _lock:
         if key in _stopped:  # cancelled while on its way here
             return address, None
@@ -318,7 +333,7 @@ def _run_body(key: str, fn: Callable[..., Any], params: dict[str, Any], is_async
         raise
     except BaseException as exc:
         try:
-            exc.__dict__[_WORKER_ATTR] = address  # travels with the pickled exception
+            exc.__dict__[_WORKER_ATTR] = address  # (address, name): travels with the pickled exception
         except AttributeError:
             pass
         raise
@@ -337,9 +352,10 @@ async def _main(entry: _Remote, fn: Callable[..., Any], params: dict[str, Any]) 
     return await fn(**params)
 
 
-async def _stop_on_worker(key: str) -> bool:
+async def _stop_on_worker(key: str, dask_worker: Any = None) -> tuple[bool, Any] | bool:
     """Run by ``client.run`` on every worker: stop the body ``key`` if it runs here, and
-    wait (on the worker's loop, without blocking it) until it has ended."""
+    wait (on the worker's loop, without blocking it) until it has ended. Returns
+    ``(True, this worker's name)`` when it stopped one, else False."""
     with _lock:
         entry = _running.get(key)
         if entry is None:
@@ -350,4 +366,4 @@ async def _stop_on_worker(key: str) -> bool:
         entry.request_stop()
     while not entry.done.is_set():
         await asyncio.sleep(0.01)
-    return True
+    return True, getattr(dask_worker, "name", None)

@@ -60,6 +60,11 @@ def workers(client: distributed.Client) -> dict[str, dict]:
     return client.scheduler_info(n_workers=-1)["workers"]
 
 
+def details(client: distributed.Client) -> set[str]:
+    """The ``detail`` of an event about a body run by each worker alive now: address and name."""
+    return {f"worker {address} (name {info['name']})" for address, info in workers(client).items()}
+
+
 def gpu_worker(client: distributed.Client) -> str:
     (address,) = [a for a, w in workers(client).items() if w["resources"].get("GPU")]
     return address
@@ -181,11 +186,47 @@ async def test_events_record_the_worker(client: distributed.Client) -> None:
         with pytest.raises(QuestFailed):
             await em.submit(an.Tasklet(fail_quest, params={"level": 1}))
     frame = em.events.to_frame()
-    known = set(workers(client))
+    known = details(client)
     success = frame[frame["event"] == "after_task_success"]
     assert len(success) == 4 and set(success["detail"]) <= known
     (failure,) = frame[frame["event"] == "after_task_failure"].itertuples()
     assert failure.detail in known and failure.error_type == "QuestFailed"
+
+
+@pytest.mark.anyio
+async def test_events_name_the_worker_by_its_name_as_well_as_its_address(client: distributed.Client) -> None:
+    # The cluster's workers are named "0" (with the GPU resource) and "cpu": the name is
+    # what stays the same when a nanny restarts a worker on a new address.
+    gpu = gpu_worker(client)
+    async with an.ExecutionManager(executor=DaskExecutor(client, resources={"gpu": "GPU"})) as em:
+        assert await em.submit(an.Tasklet(where_am_i, resource_tags=["gpu:1"])) == gpu
+    frame = em.events.to_frame()
+    (detail,) = frame[frame["event"] == "after_task_success"]["detail"]
+    assert detail == f"worker {gpu} (name 0)"
+
+
+def fail_and_count(path: str) -> None:
+    with open(path, "a") as f:
+        f.write("ran\n")
+    raise QuestFailed("not this time")
+
+
+@pytest.mark.anyio
+async def test_dask_never_retries_a_body_the_manager_does(client: distributed.Client, tmp_path: pathlib.Path) -> None:
+    once, thrice = tmp_path / "once", tmp_path / "thrice"
+    async with an.ExecutionManager(executor=DaskExecutor(client)) as em:
+        with pytest.raises(QuestFailed):  # no retry policy: the body ran once, Dask did not rerun it
+            await em.submit(an.Tasklet(fail_and_count, params={"path": str(once)}))
+        with pytest.raises(QuestFailed):  # two retries: three runs, each one an attempt in the log
+            await em.submit(
+                an.Tasklet(fail_and_count, params={"path": str(thrice)}, retry=an.Retry(2, backoff=0.01))
+            )
+    assert once.read_text().count("ran") == 1 and thrice.read_text().count("ran") == 3
+    runs = em.events.runs()
+    assert runs["attempts"].tolist() == [1, 3] and runs["status"].tolist() == ["failed", "failed"]
+    frame = em.events.to_frame()
+    failures = frame[frame["event"] == "after_task_failure"]
+    assert failures["attempt"].tolist()[1:] == [1, 2, 3]
 
 
 @pytest.mark.anyio
@@ -204,7 +245,7 @@ async def test_timeout_cancels_the_remote_body(client: distributed.Client, tmp_p
     assert not marker.exists()
     assert em.events.runs()["status"].tolist() == ["timeout"]
     frame = em.events.to_frame()  # the worker that was stopped is recorded too
-    assert frame[frame["event"] == "after_task_failure"]["detail"].iloc[0] in workers(client)
+    assert frame[frame["event"] == "after_task_failure"]["detail"].iloc[0] in details(client)
     # The Dask future was cancelled: the scheduler has forgotten the task.
     remaining = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks])
     assert not [k for k in remaining if k.startswith("sleep_then_mark-")]
@@ -265,7 +306,8 @@ async def test_a_worker_dying_mid_task_fails_the_tasklet(client: distributed.Cli
     assert runs["status"].tolist() == ["failed", "succeeded"]
     assert runs["error_type"].iloc[0] == "WorkerLostError"
     frame = em.events.to_frame()
-    assert frame[frame["event"] == "after_task_failure"]["detail"].tolist() == [err.worker]
+    (detail,) = frame[frame["event"] == "after_task_failure"]["detail"].tolist()
+    assert detail.startswith(f"worker {err.worker} (name ")  # the address it had, and its name
 
 
 @pytest.mark.anyio
@@ -279,7 +321,7 @@ async def test_tagged_tasklets_run_on_workers_with_the_resource(client: distribu
         assert {await h for h in untagged} <= set(workers(client))
     frame = em.events.to_frame()
     success = frame[frame["event"] == "after_task_success"]
-    assert set(success[success["resource_tags"] == "gpu:2"]["detail"]) == {gpu}
+    assert set(success[success["resource_tags"] == "gpu:2"]["detail"]) == {f"worker {gpu} (name 0)"}
 
 
 def test_resource_mapping_and_validation(client: distributed.Client) -> None:

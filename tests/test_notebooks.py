@@ -9,6 +9,7 @@ printed a traceback and the outputs its text talks about are there.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -136,12 +137,31 @@ def check_04(nb: nbformat.NotebookNode) -> None:
     assert not list(NOTEBOOKS_DIR.glob("*.sqlite*"))
 
 
+def check_07(nb: nbformat.NotebookNode) -> None:
+    text = stdout(nb)
+    started = re.search(r"api_key_A: at most (\d+) calls started in any 1 s window", text)
+    assert started and int(started.group(1)) <= 10, text
+    assert "at most 3 in flight at once (capacity 3)" in text
+    gaps = re.search(r"gaps between the attempts, as the server saw them: \['(\d\.\d+) s', '(\d\.\d+) s'\]", text)
+    assert gaps and float(gaps.group(1)) >= 0.5 and float(gaps.group(2)) >= 0.2, text  # Retry-After, then backoff
+    assert "retries so far: 2" in text and "completion order: [1, 3, 2, 4, 0]" in text
+    assert re.search(r"api_key_A: quota used \(10/s\), next token in \d\.\d s", text)
+    tables = [page for page in data_of(nb, "text/html") if "<table" in page]
+    assert any("attempt" in t and "after_task_failure" in t for t in tables)  # the events, attempt by attempt
+    assert any("attempts" in t and "succeeded" in t for t in tables)  # runs()
+    # The static snapshot beside the dashboard shows the quota rows and the retries.
+    snapshot = next(p for p in data_of(nb, "text/html") if 'class="aura-snapshot"' in p)
+    assert "aura-quota-api_key_A" in snapshot and "aura-quota-api_key_B" in snapshot
+    assert "retries <b>2</b>" in snapshot
+
+
 # Notebooks not listed here (added by others) are checked for errors only.
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
     "01_tour.ipynb": check_01,
     "02_explore_plans.ipynb": check_02,
     "03_visualize_state_paths.ipynb": check_03,
     "04_analyze_execution_logs.ipynb": check_04,
+    "07_rates_and_retries.ipynb": check_07,
 }
 
 

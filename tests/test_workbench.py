@@ -131,9 +131,10 @@ async def test_pump_updates_the_widgets_by_itself() -> None:
 async def test_the_dashboard_watches_only_the_planning_events() -> None:
     wb = Workbench(max_concurrency=2)
     hooks = wb.manager.hooks
-    watched = {"state_path_planned", "state_transition_started", "state_transition_finished"}
+    # ... and the failures, to count retries: they fire only when an attempt fails.
+    watched = {"state_path_planned", "state_transition_started", "state_transition_finished", "after_task_failure"}
     for event in ("tasklet_submitted", "resources_acquired", "before_task_run", "after_task_success",
-                  "after_task_failure", "resources_released", "after_task_run", "state_check"):  # fmt: skip
+                  "resources_released", "after_task_run", "state_check"):  # fmt: skip
         assert hooks.registered(event) == [], event
     for event in watched:
         assert len(hooks.registered(event)) == 1
@@ -725,4 +726,106 @@ async def test_the_last_paths_stay_selectable_and_the_snapshot_shows_the_last_st
     snapshot = wb.snapshot_html()
     assert 'class="aura-snapshot"' in snapshot and "aura-gauge-global" in snapshot and "<svg" in snapshot
     assert "succeeded <b>2</b>" in snapshot
+    await wb.aclose()
+
+
+# -- rate quotas and retries ---------------------------------------------------------------
+
+from aura_nb.core import LimitStatistics, Retry  # noqa: E402
+
+
+def _quota_row(html: str, name: str) -> str:
+    """The HTML of one resource's quota row on the page."""
+    rows = re.findall(r'<div class="aura-gauge .*?</div>', html)
+    found = [row for row in rows if f"aura-quota-{name} " in row]
+    assert len(found) == 1, rows
+    return found[0]
+
+
+async def test_a_rate_only_resource_shows_its_quota_not_a_capacity_bar_and_why_says_when() -> None:
+    wb = Workbench(max_concurrency=4, rates={"api": "2/s"})
+    legend = wb.legend.value
+    assert "aura-seg-quota" in legend  # the key names the quota's colour once a resource has one
+
+    async def call() -> str:
+        return "ok"
+
+    handles = [wb.submit(Tasklet(call, resource_tags=["api"], name=f"call {i}")) for i in range(3)]
+    await _until(lambda: "2 / 2 per s · 1 waiting" in wb.gauges_widget.value)  # the pump shows it by itself
+    row = _quota_row(wb.gauges_widget.value, "api")
+    # One row for the resource, and it is the quota: no capacity bar, no huge "capacity".
+    assert row == _gauge_row(wb, "api") and "aura-gauge-quota" in row
+    assert str(2**63 - 1) not in wb.gauges_widget.value and "in use (no cap)" not in wb.gauges_widget.value
+    assert 'aria-valuemax="2" aria-valuenow="2"' in row and 'aura-seg-quota" style="width: 100%' in row
+    # Used up: said in words, with the countdown to the next token, and who it holds up.
+    assert '<span class="aura-gauge-state">quota used</span>' in row and "aura-load-full" in row
+    assert re.search(r'<span class="aura-gauge-next">next token in [01]\.\d s</span>', row)
+    assert "1 blocked here" in row and re.search(r"[0-2] in use \(no cap on how many at once\)", row)
+    gauge = wb.gauges["api"]
+    assert (gauge.rate, gauge.per, gauge.rate_used, gauge.quota_level) == (2, 1.0, 2, "full") and gauge.unlimited
+    assert gauge.quota_text == "2 / 2 per s"
+    # "Why waiting?" on the third call names the quota and the time left.
+    wb.refresh()
+    wb.tasklet_select.value = handles[2].id
+    wb.why_button.click()
+    assert re.search(r"api: quota used \(2/s\), next token in [01]\.\d s", wb.why_area.value)
+    assert await asyncio.gather(*handles) == ["ok"] * 3
+    # The pump runs on while tokens are out: the gauge drains to 0, then it stops.
+    await _until(lambda: not wb.pumping, timeout=4.0)
+    row = _quota_row(wb.gauges_widget.value, "api")
+    assert "0 / 2 per s · 0 waiting" in row and "quota used" not in row and "next token" not in row
+    assert "0 / 2 per s" in wb.snapshot_html()  # the static snapshot shows the drained quota too
+    await wb.aclose()
+
+
+def test_a_resource_with_a_capacity_and_a_rate_shows_both_rows() -> None:
+    used_up = LimitStatistics("api", 5, 2, 3, rate=10, per=1.0, rate_used=10, next_token_in=0.34)
+    html = _dashboard.gauge_html(used_up)
+    capacity = re.findall(r'<div class="aura-gauge .*?</div>', html)[0]
+    assert "aura-gauge-api " in capacity and "2 / 5 in use · 3 waiting" in capacity
+    assert "0 blocked here" in capacity  # the capacity is not what holds them up ...
+    quota = _quota_row(html, "api")
+    assert "↳ quota" in quota and 'title="api: its rate quota"' in quota
+    assert "10 / 10 per s" in quota and "quota used" in quota and "next token in 0.3 s" in quota
+    assert "3 blocked here" in quota  # ... the quota is
+    # Not used up: no countdown, the share said as for a capacity; windows in words.
+    calm = _dashboard.gauge_html(LimitStatistics("api", 5, 0, 0, rate=600, per=60.0, rate_used=450, next_token_in=12.0))
+    quota = _quota_row(calm, "api")
+    assert "450 / 600 per min" in quota and "aura-load-busy" in quota and "next token" not in quota
+    assert "per 2.5 s" in _dashboard.gauge_html(LimitStatistics("k", 1, 0, 0, rate=1, per=2.5))
+    # A hostile name stays one escaped line in the quota row too.
+    hostile = LimitStatistics("<b>k\u202e\n", 2**63 - 1, 0, 0, rate=3, per=1.0, rate_used=0)
+    row = _dashboard.gauge_html(hostile)
+    assert "<b>k" not in row and "&lt;b&gt;k" in row and "\u202e" not in row and "\n" not in row
+
+
+async def test_retries_are_counted_in_the_counters_the_strip_and_a_later_workbench() -> None:
+    wb = Workbench(max_concurrency=4)
+    strip = wb.gauge_strip()
+    tries = {"flaky": 0, "broken": 0}
+
+    async def flaky(name: str) -> str:
+        tries[name] += 1
+        if name == "broken" or tries[name] < 3:
+            raise ConnectionError(f"{name}: attempt {tries[name]} failed")
+        return "ok"
+
+    retry = Retry(3, backoff=0.01, jitter=0)
+    ok = wb.submit(Tasklet(flaky, params={"name": "flaky"}, retry=retry))  # 2 retries, then succeeds
+    bad = wb.submit(Tasklet(flaky, params={"name": "broken"}, retry=Retry(1, backoff=0.01)))  # 1, then fails
+    assert await ok == "ok"
+    with pytest.raises(ConnectionError):
+        await bad
+    await _until(lambda: not wb.pumping)
+    assert wb.retries == 3
+    assert re.search(r'aura-count-retries" title="retries: attempts beyond the first[^"]*">retries <b>3</b>',
+                     wb.counters.value)  # fmt: skip
+    assert "succeeded <b>1</b>" in wb.counters.value and "failed <b>1</b>" in wb.counters.value
+    assert "3 retries" in strip.children[1].value
+    assert "3 retries" in repr(wb) and "retries <b>3</b>" in wb.snapshot_html()
+    # The same count as the log's, and a Workbench made later around this manager reads it.
+    runs = wb.manager.events.runs().set_index("tasklet_id")
+    assert runs.loc[ok.id, "attempts"] == 3 and runs.loc[bad.id, "attempts"] == 2
+    later = Workbench(wb.manager)
+    assert later.retries == 3 and "retries <b>3</b>" in later.counters.value
     await wb.aclose()

@@ -13,8 +13,9 @@ control characters shown as escapes (``aura_nb.core._text.display_text``), short
 in the middle when long, with the full text on hover.
 
 Colours: the Okabe-Ito palette the path drawings use (blue for tokens in use, orange
-stripes for a token held back for the oldest waiter), every state also said in words
-("full", "busy"); the alarm colour (vermillion) is kept for trouble: errors, and an
+stripes for a token held back for the oldest waiter, bluish green for the rate tokens
+taken in a quota's window), every state also said in words ("full", "busy", "quota
+used"); the alarm colour (vermillion) is kept for trouble: errors, and an
 event log falling behind. Text and borders use JupyterLab's theme variables, so the
 dashboard reads in the light and the dark theme.
 """
@@ -46,6 +47,8 @@ __all__ = [
     "legend_html",
     "load_level",
     "name_html",
+    "quota_html",
+    "quota_level",
     "running_html",
     "strip_html",
 ]
@@ -71,6 +74,14 @@ HELD_TIP = (
     "held back: free tokens kept for the oldest waiting tasklet, which needs them together with another "
     "limit that is busy, so that a stream of smaller tasklets cannot starve it."
 )
+QUOTA_TIP = (
+    "quota: rate tokens taken in the last window (e.g. 7 of 10 per s). Each comes back by itself one window "
+    "after it was taken, not when its tasklet ends; a tasklet waiting for one holds nothing meanwhile."
+)
+RETRIES_TIP = (
+    "retries: attempts beyond the first, of tasklets with a retry policy (each failed attempt that was tried "
+    "again). Every attempt is in the events' attempt column and in runs()['attempts']."
+)
 _USED_TIP = "in use: tokens held by running (or planning) tasklets"
 _FREE_TIP = "free: tokens nobody holds or waits for"
 
@@ -82,7 +93,7 @@ CSS = """<style>
 .aura-workbench, .aura-strip, .aura-snapshot {
   --aura-fg: var(--jp-ui-font-color1, #1f1f1f); --aura-fg2: var(--jp-ui-font-color2, #555);
   --aura-line: var(--jp-border-color1, #bdbdbd); --aura-track: var(--jp-layout-color2, #eeeeee);
-  --aura-used: #0072B2; --aura-held: #E69F00; --aura-alarm: #D55E00;
+  --aura-used: #0072B2; --aura-held: #E69F00; --aura-quota: #009E73; --aura-alarm: #D55E00;
   color: var(--aura-fg); font-family: var(--jp-ui-font-family, system-ui, sans-serif);
   font-size: var(--jp-ui-font-size1, 13px); line-height: 1.45;
 }
@@ -94,6 +105,8 @@ CSS = """<style>
   background: var(--aura-track); border: 1px solid var(--aura-line); border-radius: 3px; }
 .aura-seg { display: block; height: 100%; }
 .aura-seg-used { background: var(--aura-used); }
+.aura-seg-quota { background: var(--aura-quota); }
+.aura-gauge-sub { font-weight: 400; color: var(--aura-fg2); padding-left: 0.8em; box-sizing: border-box; }
 .aura-seg-held { background: repeating-linear-gradient(135deg, var(--aura-held) 0 4px, transparent 4px 7px);
   box-shadow: inset 0 0 0 1px var(--aura-held); }
 .aura-gauge-text { flex: 0 0 auto; min-width: 12.5em; font-variant-numeric: tabular-nums; }
@@ -105,6 +118,7 @@ CSS = """<style>
 .aura-swatch { display: inline-block; width: 1.6em; height: 0.8em; vertical-align: -1px; margin-right: 0.3em;
   border: 1px solid var(--aura-line); }
 .aura-swatch.aura-seg-used { background: var(--aura-used); }
+.aura-swatch.aura-seg-quota { background: var(--aura-quota); }
 .aura-swatch.aura-seg-free { background: var(--aura-track); }
 .aura-header-row { display: flex; flex-wrap: wrap; gap: 0.2em 0.8em; align-items: baseline; min-height: 1.6em; }
 .aura-badge { border-radius: 0.8em; padding: 0 0.6em; font-weight: 600; }
@@ -167,6 +181,7 @@ def name_html(value: object, limit: int = NAME_LIMIT, *, css: str = "aura-name")
 
 
 def load_level(limit: LimitStatistics) -> str:
+    """How full a limit's capacity is: "ok", "busy" or "full" (a rate-only resource is never full)."""
     load = limit.in_use / limit.capacity if limit.capacity else 0.0
     if load >= LOAD_FULL:
         return "full"
@@ -189,14 +204,45 @@ def blocked_here(in_use: int, capacity: int, waiting: int) -> int:
 
 
 def caption(limit: LimitStatistics) -> str:
+    if getattr(limit, "unlimited", False):  # a rate-only resource: how many at once is not limited
+        return f"{limit.in_use} in use (no cap) · {limit.waiting} waiting"
     return f"{limit.in_use} / {limit.capacity} in use · {limit.waiting} waiting"
 
 
-def _bar(used: int, held: int, capacity: int, *, title: str) -> str:
+def has_rate(limit: LimitStatistics) -> bool:
+    return getattr(limit, "rate", None) is not None
+
+
+def quota_level(limit: LimitStatistics) -> str:
+    """How much of a rate quota the current window used: "ok", "busy" or "full" (quota used)."""
+    if not has_rate(limit):
+        return "ok"
+    load = limit.rate_used / limit.rate
+    if load >= LOAD_FULL:
+        return "full"
+    return "busy" if load >= LOAD_BUSY else "ok"
+
+
+def per_text(per: float) -> str:
+    """A quota's window in words: "s", "min", "h", "day" or "2.5 s"."""
+    return {1.0: "s", 60.0: "min", 3600.0: "h", 86400.0: "day"}.get(float(per), f"{per:g} s")
+
+
+def seconds_text(seconds: float) -> str:
+    """A countdown: "0.3 s" (tenths below 10 s), "42 s", "2 min 03 s"."""
+    return f"{seconds:.1f} s" if seconds < 10 else _duration(seconds)
+
+
+def quota_caption(limit: LimitStatistics) -> str:
+    """``7 / 10 per s``: rate tokens taken in the current window, of the quota."""
+    return f"{limit.rate_used} / {limit.rate} per {per_text(limit.per)}"
+
+
+def _bar(used: int, held: int, capacity: int, *, title: str, css: str = "aura-seg-used") -> str:
     cap = max(capacity, 1)
     used = max(0, min(used, cap))
     held = max(0, min(held, cap - used))
-    segs = f'<span class="aura-seg aura-seg-used" style="width: {100 * used / cap:.4g}%"></span>'
+    segs = f'<span class="aura-seg {css}" style="width: {100 * used / cap:.4g}%"></span>'
     if held:
         segs += f'<span class="aura-seg aura-seg-held" style="width: {100 * held / cap:.4g}%"></span>'
     return (
@@ -206,7 +252,62 @@ def _bar(used: int, held: int, capacity: int, *, title: str) -> str:
 
 
 def gauge_html(limit: LimitStatistics) -> str:
-    """One limit: name, a bar (in use, held back, free), numbers, and what the state means."""
+    """One limit: name, a bar (in use, held back, free), numbers, and what the state means.
+
+    A resource with a rate quota also gets a quota row (:func:`quota_html`) right below;
+    one with only a rate (no capacity) gets the quota row alone, with no capacity bar.
+    """
+    if has_rate(limit):
+        if limit.unlimited:
+            return quota_html(limit, alone=True)
+        return _capacity_html(limit) + quota_html(limit, alone=False)
+    return _capacity_html(limit)
+
+
+def quota_html(limit: LimitStatistics, *, alone: bool = False) -> str:
+    """A rate quota's row: the tokens taken in the current window of the quota, and,
+    when it is used up, the countdown to the next token coming back.
+
+    ``alone``: the resource has no capacity, so this row is its whole gauge (named, with
+    its waiting tasklets and how many run); otherwise it sits under the capacity row.
+    """
+    level = quota_level(limit)
+    used, rate = limit.rate_used, limit.rate
+    blocked = limit.waiting if used >= rate else 0
+    notes = []
+    if level == "full":
+        notes.append('<span class="aura-gauge-state">quota used</span>')
+        if limit.next_token_in is not None:
+            notes.append(f'<span class="aura-gauge-next">next token in {seconds_text(limit.next_token_in)}</span>')
+    elif level == "busy":
+        notes.append('<span class="aura-gauge-state">busy</span>')
+    notes.append(f'<span class="aura-gauge-blocked" title="{esc(BLOCKED_TIP)}">{blocked} blocked here</span>')
+    text = quota_caption(limit)
+    if alone:
+        text += f" · {limit.waiting} waiting"
+        name = name_html(limit.name, 24, css="aura-gauge-name")
+        classes = f"aura-gauge aura-gauge-{css_name(limit.name)} aura-gauge-quota aura-quota-{css_name(limit.name)}"
+    else:
+        hover = display_text(f"{limit.name}: its rate quota", 2_000)
+        name = f'<span class="aura-gauge-name aura-gauge-sub" title="{esc(hover)}">↳ quota</span>'
+        classes = f"aura-gauge aura-gauge-quota aura-quota-{css_name(limit.name)}"
+    window = per_text(limit.per)
+    bar_title = f"{used} of {rate} rate tokens taken in the last {'second' if window == 's' else window}"
+    if limit.next_token_in is not None:
+        bar_title += f"; the next comes back in {seconds_text(limit.next_token_in)}"
+    if alone:  # no capacity row to say it: how many hold the resource now
+        bar_title += f"; {limit.in_use} in use (no cap on how many at once)"
+    return (
+        f'<div class="{classes} aura-load-{level}" data-rate="{rate}" data-per="{limit.per:g}" '
+        f'data-rate-used="{used}" data-in-use="{limit.in_use}" data-waiting="{limit.waiting}" '
+        f'data-capacity="{"unlimited" if limit.unlimited else limit.capacity}">'
+        f"{name}{_bar(used, 0, rate, title=bar_title, css='aura-seg-quota')}"
+        f'<span class="aura-gauge-text" title="{esc(QUOTA_TIP)}">{text}</span>'
+        f'<span class="aura-gauge-note">{" · ".join(notes)}</span></div>'
+    )
+
+
+def _capacity_html(limit: LimitStatistics) -> str:
     level = load_level(limit)
     held, held_for = held_back(limit)
     blocked = blocked_here(limit.in_use, limit.capacity, limit.waiting)
@@ -231,11 +332,20 @@ def gauge_html(limit: LimitStatistics) -> str:
     )
 
 
-def legend_html() -> str:
-    """The one-line key to the gauges; every term also explained on hover."""
+def legend_html(quota: bool = False) -> str:
+    """The one-line key to the gauges; every term also explained on hover.
+
+    ``quota``: some resource has a rate, so the key also names the quota's colour.
+    """
+    quota_key = (
+        f'<span title="{esc(QUOTA_TIP)}"><span class="aura-swatch aura-seg-quota"></span>quota taken in the window</span>'
+        if quota
+        else ""
+    )
     return (
         '<div class="aura-legend">'
         f'<span title="{esc(_USED_TIP)}"><span class="aura-swatch aura-seg-used"></span>in use</span>'
+        f"{quota_key}"
         f'<span title="{esc(HELD_TIP)}"><span class="aura-swatch aura-seg-held"></span>held for the oldest waiter</span>'
         f'<span title="{esc(_FREE_TIP)}"><span class="aura-swatch aura-seg-free"></span>free</span>'
         f'<span title="{esc(WAITING_TIP)}"><b>waiting</b>: queued tasklets that need it</span>'
@@ -248,12 +358,19 @@ def gauges_html(stats: ManagerStatistics) -> str:
     return "".join(gauge_html(limit) for limit in stats.limits)
 
 
-def counters_html(stats: ManagerStatistics) -> str:
+def any_rate(stats: ManagerStatistics) -> bool:
+    """Whether some resource has a rate quota (the legend then names its colour)."""
+    return any(has_rate(limit) for limit in stats.resources.values())
+
+
+def counters_html(stats: ManagerStatistics, retries: int = 0) -> str:
+    """Tasklets by phase and by final status, then the retries (attempts beyond the first)."""
     cells = [("waiting", stats.waiting), ("planning", stats.planning), ("running", stats.running)]
     cells += [(status, stats.by_status.get(status, 0)) for status in STATUSES]
-    return " ".join(
+    out = " ".join(
         f'<span class="aura-count aura-count-{name}">{name} <b>{count:,}</b></span> &nbsp;' for name, count in cells
     )
+    return out + f' <span class="aura-count aura-count-retries" title="{esc(RETRIES_TIP)}">retries <b>{retries:,}</b></span>'
 
 
 def log_warning(stats: ManagerStatistics) -> str | None:
@@ -384,12 +501,16 @@ def errors_html(errors: Sequence[ErrorEntry], n_total: int) -> str:
     return f'<div class="aura-errors-count">{n_total:,} {noun}, newest first</div>{older}<ul>{items}</ul>'
 
 
-def strip_html(state: str, stats: ManagerStatistics, batches: Sequence[BatchProgress], n_errors: int) -> str:
+def strip_html(
+    state: str, stats: ManagerStatistics, batches: Sequence[BatchProgress], n_errors: int, retries: int = 0
+) -> str:
     """The compact view: a summary line, then one line per limit (tqdm-like)."""
     head = [f"<b>{state}</b>", f"{stats.running:,} running", f"{stats.waiting:,} waiting"]
     if batches:
         total = sum(b.total for b in batches)
         head.append(f"batch {min(total, sum(b.done for b in batches)):,} / {total:,}")
+    if retries:
+        head.append(f'<span title="{esc(RETRIES_TIP)}">{retries:,} {"retry" if retries == 1 else "retries"}</span>')
     if n_errors:
         head.append(f'<span class="aura-badge aura-badge-errors">⚠ {n_errors:,} error{"" if n_errors == 1 else "s"}</span>')
     warning = log_warning(stats)

@@ -9,9 +9,12 @@ submits tasklets on the kernel's own event loop and shows, in one ipywidgets box
   one-line legend: a bar of the tokens in use, then the tokens *held back* for the
   oldest waiter (orange stripes), then the free ones; ``in use / capacity · waiting``;
   the state in words ("full", "busy") and how many waiting tasklets this limit holds up
-  itself ("blocked here"). Every term explains itself on hover;
-* counters by phase and by final status, and a progress row of ``run_many`` batches
-  (done / total, rate, time left);
+  itself ("blocked here"). Every term explains itself on hover. A resource with a rate
+  quota gets a quota row (``aura-gauge-quota``): the rate tokens taken in the current
+  window of the quota (``7 / 10 per s``), and once it is used up, "quota used" and the
+  countdown to the next token. A rate-only resource has no capacity bar, only that row;
+* counters by phase and by final status, the retries (attempts beyond the first), and
+  a progress row of ``run_many`` batches (done / total, rate, time left);
 * the tasklets not finished yet, running first, in a scroll box of fixed height, with
   *Cancel* and *Why waiting?* for the tasklet chosen in the list. The choice never
   changes by itself: when that tasklet ends it stays chosen, marked "ended";
@@ -31,17 +34,20 @@ How watching stays cheap: the numbers come from ``manager.statistics()`` and
 ``manager.live()`` snapshots read by *one* pump task, at most every
 ``refresh_interval`` seconds (10 Hz), which turns them into HTML (``_dashboard``) and
 only sends a widget trait when its value changed; it stops by itself when the manager
-is idle (the next submit restarts it). Listing the live tasklets is the one costly
+is idle (the next submit restarts it), or, while rate tokens are still out, once
+they have all come back (so a quota's gauge drains to 0 and its countdown runs). Listing the live tasklets is the one costly
 read with thousands queued, and a list that changes ten times a second cannot be read
 anyway, so the list is refreshed at most once a second (and within 1 % of the loop's
 time). The only hooks are on the planning events (``state_path_planned``,
-``state_transition_started``, ``state_transition_finished``); nothing listens to the
-per-tasklet events, so a tasklet without a required state costs the dashboard nothing
-but a done-callback. Redrawing a path's progress happens in a worker thread, in the
+``state_transition_started``, ``state_transition_finished``) and on
+``after_task_failure``, which fires only when an attempt fails (it counts the retries);
+nothing listens to the other per-tasklet events, so a tasklet that succeeds without a
+required state costs the dashboard nothing but a done-callback. Redrawing a path's progress happens in a worker thread, in the
 background: only the first drawing of a path is awaited before its transitions run.
 
 CSS classes (``aura-gauge``, ``aura-gauge-<name>``, ``aura-gauge-text``,
-``aura-gauge-held``, ``aura-gauge-blocked``, ``aura-legend``, ``aura-counters``,
+``aura-gauge-held``, ``aura-gauge-blocked``, ``aura-gauge-quota``, ``aura-quota-<name>``,
+``aura-gauge-next``, ``aura-count-retries``, ``aura-legend``, ``aura-counters``,
 ``aura-batch``, ``aura-running``, ``aura-path``, ``aura-errors``, ``aura-why``,
 ``aura-strip``, ``aura-snapshot``, ...) let a page, a theme or a browser test select
 each part.
@@ -205,12 +211,48 @@ class _Gauge:
         return dash.blocked_here(self.in_use, self.capacity, self.waiting)
 
     @property
+    def unlimited(self) -> bool:
+        """No capacity (a resource with only a rate quota): no capacity bar is shown."""
+        return bool(self._last and self._last.unlimited)
+
+    @property
+    def rate(self) -> int | None:
+        """The quota: at most ``rate`` admissions per ``per`` seconds (None: no quota)."""
+        return self._last.rate if self._last else None
+
+    @property
+    def per(self) -> float | None:
+        return self._last.per if self._last else None
+
+    @property
+    def rate_used(self) -> int:
+        """Rate tokens taken in the current window."""
+        return self._last.rate_used if self._last else 0
+
+    @property
+    def next_token_in(self) -> float | None:
+        """Seconds until the next rate token comes back (None: none is out)."""
+        return self._last.next_token_in if self._last else None
+
+    @property
+    def quota_level(self) -> str:
+        """``"ok"``, ``"busy"`` (>= 70 % of the quota taken) or ``"full"`` (quota used)."""
+        return dash.quota_level(self._last) if self._last else "ok"
+
+    @property
+    def quota_text(self) -> str:
+        """The quota's caption: ``7 / 10 per s`` ("" without a quota)."""
+        return dash.quota_caption(self._last) if self._last is not None and self.rate is not None else ""
+
+    @property
     def html(self) -> str:
         return dash.gauge_html(self._last) if self._last else ""
 
     def __repr__(self) -> str:
+        cap = "inf" if self.unlimited else self.capacity
+        quota = f", quota {self.quota_text}" if self.rate is not None else ""
         return (
-            f"<gauge {self.name}: {self.in_use}/{self.capacity} in use, {self.held_back} held back, "
+            f"<gauge {self.name}: {self.in_use}/{cap} in use{quota}, {self.held_back} held back, "
             f"{self.waiting} waiting, {self.blocked} blocked here ({self.level})>"
         )
 
@@ -277,7 +319,9 @@ class Workbench:
     ``tasklet_select``, ``cancel_button``, ``why_button``, ``why_area``,
     ``errors_widget``, ``path_select``, ``path_widget``. ``gauges`` maps each limit's
     name to what its gauge shows (``in_use``, ``capacity``, ``waiting``,
-    ``held_back``, ``blocked``, ``level``, ``text``).
+    ``held_back``, ``blocked``, ``level``, ``text``; with a rate quota ``rate``, ``per``,
+    ``rate_used``, ``next_token_in``, ``quota_level``, ``quota_text``). ``retries``
+    counts the attempts beyond the first.
     """
 
     def __init__(
@@ -325,16 +369,40 @@ class Workbench:
         self._snapshots: list[Any] = []  # display handles of the static snapshots
         self._snapshot_html = ""
         self._strip_shown = False  # the compact strip is updated once someone asked for it
+        self._quota_out = False  # rate tokens still out at the last update: keep pumping
+        self._retries = self._past_retries(manager)  # attempts beyond the first, so far
         self._closed = False
         self._build_widgets()
         self._hooks = (
             ("state_path_planned", self._on_path_planned),
             ("state_transition_started", self._on_step_started),
             ("state_transition_finished", self._on_step_finished),
+            ("after_task_failure", self._on_failure),
         )
         for event, fn in self._hooks:
             manager.hooks.on(event, fn)
         self.refresh()
+
+    # -- retries -----------------------------------------------------------------------
+    @staticmethod
+    def _past_retries(manager: ExecutionManager) -> int:
+        """Retries the manager made before this Workbench watched it (read once, from its log)."""
+        events = manager.events
+        if not events.count("after_task_failure"):
+            return 0
+        frame = events.to_frame()
+        return int(((frame["event"] == "after_task_failure") & frame["status"].isna()).sum())
+
+    def _on_failure(self, event: Event) -> None:
+        # A failed attempt that is tried again is recorded with an empty status (the
+        # final failure has one): count it. Runs inside the tasklet's task: never raise.
+        if not event.status:
+            self._retries += 1
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond the first, of every tasklet of the manager (the counters show it)."""
+        return self._retries
 
     # -- widgets -----------------------------------------------------------------------
     def _build_widgets(self) -> None:
@@ -468,7 +536,7 @@ class Workbench:
             f'<div class="aura-header">{self.header.value}</div>'
             f'<div class="aura-snapshot-note">A snapshot of the dashboard taken at '
             f"{dash.clock(time.time())}: run the notebook to see it live.</div>"
-            f"<b>Limits</b>{dash.legend_html()}<div class=\"aura-gauges\">{self.gauges_widget.value}</div>"
+            f"<b>Limits</b>{self.legend.value}<div class=\"aura-gauges\">{self.gauges_widget.value}</div>"
             f'<b>Tasklets</b><div class="aura-counters">{self.counters.value}</div>'
             f'<div class="aura-batch">{self.batch_widget.value}</div>'
             f'<div class="aura-running-table">{self.running_table.value}</div>{why}'
@@ -800,10 +868,18 @@ class Workbench:
         self._pump_task = loop.create_task(self._pump(), name="aura_nb Workbench pump")
 
     async def _pump(self) -> None:
+        snapshot_due = True
         while True:
             if self._tick():
-                self._safe_update_snapshots()
-                return
+                if snapshot_due:  # the snapshot shows the end of the work at once ...
+                    self._safe_update_snapshots()
+                    snapshot_due = False
+                if not self._quota_out or self._closed:
+                    self._safe_update_snapshots()  # ... and the drained quotas (only if changed)
+                    return
+                # Idle, but rate tokens are still out: the quota gauges drain and count down.
+            else:
+                snapshot_due = True
             await asyncio.sleep(self.refresh_interval)
 
     def _safe_update_snapshots(self) -> None:
@@ -818,6 +894,7 @@ class Workbench:
             stats = self.manager.statistics()
         except Exception as exc:
             self._internal_error("reading the manager's statistics", exc)
+            self._quota_out = False
             return True
         try:
             now = time.monotonic()
@@ -842,8 +919,10 @@ class Workbench:
                 gauge = self._gauges[limit.name] = _Gauge(limit.name)
             gauge.update(limit)
         gauges = dash.gauges_html(stats)
+        self._quota_out = any(limit.rate_used for limit in stats.resources.values() if limit.rate is not None)
+        _set(self.legend, value=dash.legend_html(dash.any_rate(stats)))
         _set(self.gauges_widget, value=gauges)
-        _set(self.counters, value=dash.counters_html(stats))
+        _set(self.counters, value=dash.counters_html(stats, self._retries))
         if self._batches:
             done = stats.finished - self._finished_base - self._handles_done
             for batch in self._batches:
@@ -859,7 +938,8 @@ class Workbench:
             self._live_due = time.monotonic() + max(cost * _LIVE_BUDGET, _LIVE_INTERVAL)
         self._update_header(stats)
         if self._strip_shown:
-            _set(self.strip, value=dash.strip_html(self._state(stats), stats, self._batches, self._n_errors))
+            strip = dash.strip_html(self._state(stats), stats, self._batches, self._n_errors, self._retries)
+            _set(self.strip, value=strip)
 
     def _state(self, stats: ManagerStatistics) -> str:
         return "closed" if self.manager.closed else ("idle" if stats.idle and not self._batches else "busy")
@@ -1117,13 +1197,15 @@ class Workbench:
     def __repr__(self) -> str:
         s = self.manager.statistics()
         limits = ", ".join(
-            f"{display_text(lim.name, 40)} {lim.in_use}/{lim.capacity}"
+            f"{display_text(lim.name, 40)} {lim.in_use}/{'inf' if lim.unlimited else lim.capacity}"
+            + (f" quota {dash.quota_caption(lim)}" if lim.rate is not None else "")
             + (f" (+{lim.waiting} waiting)" if lim.waiting else "")
             for lim in s.limits
         )
         done = ", ".join(f"{k} {v}" for k, v in s.by_status.items() if v) or "none finished"
         state = "closed" if self.manager.closed else ("live" if self.pumping else "idle")
+        retries = f"{self._retries} retr{'y' if self._retries == 1 else 'ies'}; " if self._retries else ""
         return (
             f"<Workbench {state}: {limits}; waiting {s.waiting}, planning {s.planning}, running {s.running}; "
-            f"{done}; {self._n_errors} error{'' if self._n_errors == 1 else 's'}>"
+            f"{done}; {retries}{self._n_errors} error{'' if self._n_errors == 1 else 's'}>"
         )
