@@ -30,6 +30,7 @@ SECTIONS = [
     ("7. Scale-out (Dask LocalCluster)", "bench_dask", {}, {}),
     ("8. Admission with 10,000 distinct tag sets", "bench_admission", {}, {"n": 2_000, "reps": 1}),
     ("9. Rate quota against a local HTTP server", "bench_rates", {}, {"seconds": 3.0, "backends": ("asyncio",)}),
+    ("10. Shared limits (Dask scheduler, LocalCluster)", "bench_shared", {}, {"reps": 1}),
 ]  # fmt: skip
 
 
