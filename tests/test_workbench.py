@@ -595,48 +595,32 @@ async def test_after_a_run_the_drawing_marks_the_target_as_current() -> None:
 
 # -- v2: what a user sees changes only when it should ------------------------------------
 
-from dataclasses import dataclass as _dataclass  # noqa: E402
-
+from aura_nb import LimitStatistics, LogHealth  # noqa: E402
 from aura_nb.notebook import _dashboard  # noqa: E402
 
 
-@_dataclass(frozen=True)
-class _Limit:
-    """A limit snapshot with the held-back fields the manager reports."""
-
-    name: str
-    capacity: int
-    in_use: int
-    waiting: int
-    held_back: int = 0
-    held_for: str | None = None
-
-
 def test_a_held_back_token_is_its_own_segment_with_a_caption() -> None:
-    row = _dashboard.gauge_html(_Limit("global", 8, 7, 201, held_back=1, held_for="12 (render-1)"))
+    row = _dashboard.gauge_html(LimitStatistics("global", 8, 7, 201, held_back=1, held_for="12 (render-1)"))
     assert "7 / 8 in use · 201 waiting" in row
     assert re.search(r'aura-seg-used" style="width: 87.5%', row)
     assert re.search(r'aura-seg-held" style="width: 12.5%', row)
     assert "1 held for" in row and "12 (render-1)" in row and "the oldest waiter" in row
     # Not full: not a word of "full", nobody "blocked here" by this limit.
     assert "aura-load-busy" in row and "0 blocked here" in row
-    # Without the fields (an older manager), no held segment and no caption.
-    plain = _dashboard.gauge_html(_Limit("gpu", 1, 1, 2))
+    # Nothing held back: no held segment and no caption.
+    plain = _dashboard.gauge_html(LimitStatistics("gpu", 1, 1, 2))
     assert "aura-seg-held" not in plain and "held for" not in plain and "2 blocked here" in plain
     assert '<span class="aura-gauge-state">full</span>' in plain
 
 
 def test_the_event_log_falling_behind_is_a_visible_warning() -> None:
-    @_dataclass(frozen=True)
-    class Log:
-        pending_events: int
-        lag_s: float
-        last_error: str | None
+    def Log(pending: int, lag: float, error: str | None) -> LogHealth:  # noqa: N802
+        return LogHealth("runs.sqlite", pending, lag, error, error is None)
 
     stats = ExecutionManager(max_concurrency=2).statistics()
 
     class Stats:
-        def __init__(self, log: Log | None) -> None:
+        def __init__(self, log: LogHealth | None) -> None:
             self.log, self.global_limit = log, stats.global_limit
 
     assert "aura-badge-log" not in _dashboard.header_html("busy", 3, Stats(None), 0)
