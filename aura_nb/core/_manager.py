@@ -207,52 +207,8 @@ class ExecutionManager:
         rates: Mapping[str, Rate | str] | None = None,
         limits: Any = None,
     ) -> None:
-        where = "ExecutionManager"
-        max_concurrency = positive_int(max_concurrency, what="max_concurrency", where=f"{where}(max_concurrency=...)")
-        admission = one_of(admission, ADMISSION_POLICIES, what="admission", where=f"{where}(admission=...)")
-        self.planning_timeout = seconds(
-            planning_timeout, what="planning_timeout", where=f"{where}(planning_timeout=...)"
-        )
-        if executor is not None and not callable(getattr(executor, "run", None)):
-            raise ArgumentTypeError(
-                f"{where}(executor=...): {shown(executor)} must have an async run(call) method "
-                "(see aura_nb.core.Executor)"
-            )
-        if isinstance(plans, (str, bytes)) or not isinstance(plans, Iterable):
-            raise ArgumentTypeError(f"{where}(plans=...): {shown(plans)} is not a list of Plan objects, e.g. [plan]")
-        if capacities is not None and not isinstance(capacities, Mapping):
-            raise ArgumentTypeError(
-                f"{where}(capacities=...): capacities {shown(capacities)} must be a mapping like {{'gpu': 1}}"
-            )
-        if keep_events is not None and event_log is None:
-            raise ArgumentError(
-                f"{where}(keep_events={shown(keep_events)}) needs event_log=<path>: only events written to a file "
-                "can leave memory"
-            )
-        if limits is not None and not callable(getattr(limits, "bind", None)):
-            raise ArgumentTypeError(
-                f"{where}(limits=...): {shown(limits)} is not shared limits, e.g. an.DaskLimits(client)"
-            )
-        if rates is not None and not isinstance(rates, Mapping):
-            raise ArgumentTypeError(f"{where}(rates=...): rates {shown(rates)} must be a mapping like {{'api': '10/s'}}")
-        # Every value checked before anything is declared, bound or opened.
-        declared = []
-        for name, cap in (capacities or {}).items():
-            at = f"capacities[{shown(name)}]"
-            check_resource_name(name, where=at)
-            cap = positive_int(cap, what="capacity", where=at, error=ResourceTagError)
-            declared.append((name, cap, f"capacities={{{name!r}: {cap}}}"))
-        quotas = []
-        for name, rate in (rates or {}).items():
-            at = f"rates[{shown(name)}]"
-            check_resource_name(name, where=at)
-            quotas.append((name, Rate.parse(rate, where=at), f"rates={{{name!r}: {str(rate)!r}}}"))
-        plans = list(plans)
-        from ._plan import Plan
-
-        for plan in plans:
-            if not isinstance(plan, Plan):
-                raise ArgumentTypeError(f"{where}(plans=...): {shown(plan)} is not a Plan")
+        max_concurrency, admission, self.planning_timeout = _check_limits(max_concurrency, admission, planning_timeout)
+        declared, quotas, plans = _check_configuration(plans, capacities, rates, executor, keep_events, event_log, limits)
         if limits is None:
             self._pool = ResourcePool(max_concurrency, admission=admission)
         else:  # limits kept elsewhere, e.g. aura_nb.DaskLimits
@@ -1115,3 +1071,59 @@ def _rate_of(pool: Any, key: str) -> Any:
     """The pool's rate of ``key`` (None without one, or for limits that keep no rates)."""
     rate_of = getattr(pool, "rate_of", None)
     return rate_of(key) if rate_of is not None else None
+
+
+# -- the constructor's checks: every value, before anything is declared, bound or opened ----
+_WHERE = "ExecutionManager"
+
+
+def _check_limits(max_concurrency: Any, admission: Any, planning_timeout: Any) -> tuple[int, str, float | None]:
+    return (
+        positive_int(max_concurrency, what="max_concurrency", where=f"{_WHERE}(max_concurrency=...)"),
+        one_of(admission, ADMISSION_POLICIES, what="admission", where=f"{_WHERE}(admission=...)"),
+        seconds(planning_timeout, what="planning_timeout", where=f"{_WHERE}(planning_timeout=...)"),
+    )
+
+
+def _check_configuration(
+    plans: Any, capacities: Any, rates: Any, executor: Any, keep_events: Any, event_log: Any, limits: Any
+) -> tuple[list[tuple[str, int, str]], list[tuple[str, Rate, str]], list[Plan]]:
+    """(capacities, rates, plans) to declare, each checked; raises what a user can act on."""
+    from ._plan import Plan
+
+    where = _WHERE
+    if executor is not None and not callable(getattr(executor, "run", None)):
+        raise ArgumentTypeError(
+            f"{where}(executor=...): {shown(executor)} must have an async run(call) method (see aura_nb.core.Executor)"
+        )
+    if isinstance(plans, (str, bytes)) or not isinstance(plans, Iterable):
+        raise ArgumentTypeError(f"{where}(plans=...): {shown(plans)} is not a list of Plan objects, e.g. [plan]")
+    if capacities is not None and not isinstance(capacities, Mapping):
+        raise ArgumentTypeError(
+            f"{where}(capacities=...): capacities {shown(capacities)} must be a mapping like {{'gpu': 1}}"
+        )
+    if keep_events is not None and event_log is None:
+        raise ArgumentError(
+            f"{where}(keep_events={shown(keep_events)}) needs event_log=<path>: only events written to a file "
+            "can leave memory"
+        )
+    if limits is not None and not callable(getattr(limits, "bind", None)):
+        raise ArgumentTypeError(f"{where}(limits=...): {shown(limits)} is not shared limits, e.g. an.DaskLimits(client)")
+    if rates is not None and not isinstance(rates, Mapping):
+        raise ArgumentTypeError(f"{where}(rates=...): rates {shown(rates)} must be a mapping like {{'api': '10/s'}}")
+    declared = []
+    for name, cap in (capacities or {}).items():
+        at = f"capacities[{shown(name)}]"
+        check_resource_name(name, where=at)
+        cap = positive_int(cap, what="capacity", where=at, error=ResourceTagError)
+        declared.append((name, cap, f"capacities={{{name!r}: {cap}}}"))
+    quotas = []
+    for name, rate in (rates or {}).items():
+        at = f"rates[{shown(name)}]"
+        check_resource_name(name, where=at)
+        quotas.append((name, Rate.parse(rate, where=at), f"rates={{{name!r}: {str(rate)!r}}}"))
+    plans = list(plans)
+    for plan in plans:
+        if not isinstance(plan, Plan):
+            raise ArgumentTypeError(f"{where}(plans=...): {shown(plan)} is not a Plan")
+    return declared, quotas, plans
