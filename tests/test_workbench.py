@@ -813,3 +813,27 @@ async def test_retries_are_counted_in_the_counters_the_strip_and_a_later_workben
     later = Workbench(wb.manager)
     assert later.retries == 3 and "retries <b>3</b>" in later.counters.value
     await wb.aclose()
+
+
+async def test_as_completed_shows_its_progress_and_yields_every_outcome() -> None:
+    wb = Workbench(max_concurrency=2)
+    gate = asyncio.Event()
+
+    async def work(i: int) -> int:
+        if i == 0:
+            await gate.wait()  # the first ends last
+        return i
+
+    seen: list[int] = []
+    rows: list[str] = []
+    async for outcome in wb.as_completed([Tasklet(work, params={"i": i}) for i in range(6)]):
+        seen.append(outcome.unwrap())
+        wb.refresh()
+        rows.append(wb.batch_widget.value)
+        if len(seen) == 5:
+            gate.set()
+    assert sorted(seen) == list(range(6)) and seen[-1] == 0  # as they completed, not in order
+    assert any("/ 6" in row for row in rows)  # the progress row counted this batch
+    assert "No batch running." in wb.batch_widget.value  # and is gone once it ended
+    assert wb.manager.statistics().by_status["succeeded"] == 6
+    await wb.aclose()

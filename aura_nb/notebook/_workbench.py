@@ -56,12 +56,12 @@ each part.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,7 @@ from ..core import (
     ExecutionManager,
     LimitStatistics,
     ManagerStatistics,
+    Outcome,
     Path,
     Plan,
     Tasklet,
@@ -636,6 +637,27 @@ class Workbench:
         cancel it, interrupt the cell (every running tasklet reports and releases as
         usual, the rest never start).
         """
+        with self._batch_shown(tasklets) as (tasklets, ran):
+            result = await self.manager.run_many(tasklets, return_exceptions=return_exceptions)
+            ran.append(True)
+            return result
+
+    async def as_completed(self, tasklets: Iterable[Tasklet]) -> AsyncIterator[Outcome]:
+        """``ExecutionManager.as_completed`` with the dashboard live: each outcome as it ends.
+
+        ``async for outcome in wb.as_completed(tasklets):`` — the batch's progress row
+        counts the outcomes as they arrive. Leaving the loop early cancels the rest.
+        """
+        with self._batch_shown(tasklets) as (tasklets, ran):
+            outcomes = self.manager.as_completed(tasklets)
+            ran.append(True)
+            async with outcomes:
+                async for outcome in outcomes:
+                    yield outcome
+
+    @contextlib.contextmanager
+    def _batch_shown(self, tasklets: Any) -> Iterator[tuple[Any, list[bool]]]:
+        """A batch's progress row and counters while it runs (``run_many``, ``as_completed``)."""
         progress = None
         if isinstance(tasklets, Iterable) and not isinstance(tasklets, (str, bytes)):
             tasklets = list(tasklets)  # (anything else: the manager says what it takes)
@@ -650,11 +672,9 @@ class Workbench:
         self._batch_ids |= ids
         self._ensure_pump()
         finished_before = self._finished_base + self._handles_done
-        ran = False
+        ran: list[bool] = []
         try:
-            result = await self.manager.run_many(tasklets, return_exceptions=return_exceptions)
-            ran = True
-            return result
+            yield tasklets, ran
         finally:
             self._batch_ids -= ids
             if progress is not None:
