@@ -127,11 +127,11 @@ def timeout_error(run: _Run, phase: str, limit: float) -> TaskletTimeoutError:
     tasklet = run.tasklet
     if phase != "run":
         what, extra = "planning its state", ""
-    elif run.worker is not None or run.body_started is None:
+    elif run.worker is not None or getattr(run, "body_started", None) is None:
         # On an executor (or anything else that does not say): do not guess whether
         # the body started or how far it got.
         what, extra = "its task", ""
-    elif not run.body_started:
+    elif not run.body_started:  # set by in_thread
         what, extra = "its task", " (it never started: no worker thread was free; it will not run)"
     elif not run.is_async:
         what, extra = "its task", " (a sync task cannot be interrupted: it ran to its end)"

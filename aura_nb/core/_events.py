@@ -417,7 +417,7 @@ class EventLog:
         to: since the first one started); ``at``: wall-clock time, UTC. Columns of
         repeated strings (event, tasklet_id, task, plan, status, resource_tags,
         state_from, state_to, error_type, detail) are categoricals; ``error_message``
-        is a ``string`` column; ``step`` is ``Int64``, ``duration_s`` ``Float64``:
+        is a ``string`` column; ``step`` is ``Int64``, ``attempt`` ``Int32``, ``duration_s`` ``Float64``:
         a missing value is ``<NA>`` in every column. A log that keeps only its tail in
         memory (``keep=``) reads its file.
         """
@@ -486,12 +486,12 @@ class EventLog:
             mask[idx[given]] = False
             return pd.arrays.FloatingArray(data, mask)
 
-        def sparse_int(name: str) -> Any:  # nullable Int64, built without a float copy
-            data = np.zeros(n, dtype=np.int64)
+        def sparse_int(name: str, dtype: Any = np.int64) -> Any:  # nullable ints, built without a float copy
+            data = np.zeros(n, dtype=dtype)
             mask = np.ones(n, dtype=bool)
             values = columns[name]
             given = np.array([v is not None for v in values], dtype=bool)
-            data[idx[given]] = np.array([v for v in values if v is not None], dtype=np.int64)
+            data[idx[given]] = np.array([v for v in values if v is not None], dtype=dtype)
             mask[idx[given]] = False
             return pd.arrays.IntegerArray(data, mask)
 
@@ -515,7 +515,7 @@ class EventLog:
                 "error_type": sparse_categorical("error_type"),
                 "error_message": pd.array(messages, dtype=_TEXT),
                 "detail": sparse_categorical("detail"),
-                "attempt": sparse_int("attempt"),
+                "attempt": sparse_int("attempt", np.int32),  # Int32: a column on every row, kept small
             },
             columns=list(COLUMNS),
             copy=False,

@@ -150,22 +150,24 @@ class _Run:
         self.waiter: Any = None  # the pool's waiter, while queued
         self.worker: str | None = None  # where an executor ran the body, if not here
         self.on_admit: Callable[[], None] | None = None  # run_many's: called once admitted after waiting
-        self.body_started: bool | None = None  # known for sync bodies only
         self.cancel_requested = False
-        self.scope: anyio.CancelScope | None = None  # a started tasklet's own scope
-        self.after_scope: anyio.CancelScope | None = None  # while after_task_run hooks run
         self.result: Any = None
         self.attempt = 1  # with a retry policy: which attempt runs
-        self.place: float | None = None  # its seq in the pool's queue, if it waited (a retry keeps it)
+        # Set only where they apply (read with getattr): one store less per tasklet each.
+        # body_started: known for sync bodies; scope: a started tasklet's own cancel
+        # scope; after_scope: while its after_task_run hooks run; place: its seq in the
+        # pool's queue if it waited (a retry keeps it).
 
     def request_cancel(self) -> bool:
         """A handle's cancel(): True if this changes the outcome (it ends ``cancelled``)."""
         self.cancel_requested = True
         decided = self.status in _TERMINAL
-        if self.after_scope is not None:  # its after_task_run hooks get their grace
-            self.after_scope.deadline = min(self.after_scope.deadline, anyio.current_time() + HOOK_GRACE_S)
-        elif self.scope is not None and not decided:
-            self.scope.cancel()
+        after_scope = getattr(self, "after_scope", None)
+        scope = getattr(self, "scope", None)
+        if after_scope is not None:  # its after_task_run hooks get their grace
+            after_scope.deadline = min(after_scope.deadline, anyio.current_time() + HOOK_GRACE_S)
+        elif scope is not None and not decided:
+            scope.cancel()
         return not decided
 
 
@@ -214,6 +216,8 @@ class ExecutionManager:
         else:  # limits kept elsewhere, e.g. aura_nb.DaskLimits
             self._pool = limits.bind(max_concurrency, admission=admission)
         self._resolver = Resolver(self._pool)
+        # The resolver's caches, read directly by _admit's fast path (they are cleared, never replaced).
+        self._keys_seen, self._tasks_seen = self._resolver.keys, self._resolver.tasks
         try:
             for name, cap, origin in declared:
                 self._resolver.declare(name, cap, origin)
@@ -318,14 +322,15 @@ class ExecutionManager:
 
     def _admit(self, tasklet: Tasklet) -> _Run:
         """Validate and register a tasklet; records ``tasklet_submitted``. Nothing waits yet."""
-        self._refuse_if_closed(tasklet)
+        if self._closed:
+            self._refuse_if_closed(tasklet)
         resolver = self._resolver
         # Fast path: a known task and tag set, no state to reach (both cached).
-        keys = resolver.keys.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
+        keys = self._keys_seen.get(tasklet.resource_tags) if type(tasklet) is Tasklet else None
         resolved = None
         if keys is not None and tasklet.required_initial_state is None:
             try:
-                resolved = resolver.tasks.get(tasklet.task)
+                resolved = self._tasks_seen.get(tasklet.task)
             except Exception:  # noqa: BLE001 - an unhashable (or hostile) callable: resolve it below
                 resolved = None
         if resolved is None:
@@ -473,7 +478,7 @@ class ExecutionManager:
                 if self._closed and not self._draining:
                     raise ManagerClosedError("the manager was closed while this tasklet waited to retry")
                 requeue = getattr(pool, "requeue", None)  # shared limits have no places to keep
-                run.waiter = requeue(run.keys, run, run.place) if requeue else pool.try_acquire(run.keys, run)
+                run.waiter = requeue(run.keys, run, getattr(run, "place", None)) if requeue else pool.try_acquire(run.keys, run)
                 if run.waiter is not None:
                     await pool.wait(run.waiter)  # leaves nothing behind when cancelled
                 run.waiter = None
@@ -712,10 +717,18 @@ class ExecutionManager:
         """
         hooks = self.hooks.by_code[code]
         event = Event(self.events, seq, x, run.tasklet, error, path, result)
-        for i, fn in enumerate(hooks):
-            out, fn = self._call_hook(fn, event, run, code)
+        # The sync hooks' loop is written out here, not through _call_hook: the four
+        # Aura hooks fire three times per tasklet, and a call per hook is ~8 % of the
+        # per-tasklet cost (benchmark rows "1. Throughput"). _fire_rest uses _call_hook.
+        i = 0
+        for fn in hooks:
+            i += 1
+            try:
+                out = fn(event)
+            except Exception as exc:
+                out, fn = self._hook_raised(fn, event, run, exc, code), None
             if out is not None and is_awaitable(out):
-                return self._fire_rest(out, fn, hooks, i + 1, event, run, code)
+                return self._fire_rest(out, fn, hooks, i, event, run, code)
         return None
 
     def _call_hook(self, fn: Any, event: Event, run: _Run, code: int) -> tuple[Any, Any]:
