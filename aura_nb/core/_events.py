@@ -463,9 +463,11 @@ class EventLog:
         idx = np.fromiter(self._xseq, dtype=np.int64, count=m)
         keep = idx < n
         rows = [row for row, k in zip(self._xval[:m], keep) if k] if not keep.all() else self._xval[:m]
-        rows = [row if len(row) == len(_SPARSE) else _full_x(row) for row in rows]
         idx = idx[keep]
-        columns = dict(zip(_SPARSE, zip(*rows))) if len(idx) else {name: () for name in _SPARSE}
+        # zip_longest, not padded copies of the rows: most leave the last fields out.
+        columns = dict(zip(_SPARSE, itertools.zip_longest(*rows))) if len(idx) else {}
+        for name in _SPARSE:
+            columns.setdefault(name, (None,) * len(idx))
 
         def sparse_categorical(name: str, categories: Any = None) -> pd.Categorical:
             values = np.array(columns[name], dtype=object)
