@@ -125,17 +125,19 @@ class Batch:
             self.stopping = True  # a helper started after the batch was cancelled
             return
         cancelled_cls = anyio.get_cancelled_exc_class()
+        # Locals, not attribute loads: this loop runs once per tasklet (benchmark rows "1. Throughput").
+        heads, results, feed, submit, on_result = self.heads, self.results, self.feed, self.em.submit, self.on_result
         since = _now()
-        while self.heads and not self.stopping:
-            i, run = self.feed()
+        while heads and not self.stopping:
+            i, run = feed()
             if run is None:
                 continue
-            if not self.unstarted and self.heads:
+            if not self.unstarted and heads:
                 self.more_workers()
             try:
-                self.results[i] = await self.em.submit(run)  # type: ignore[arg-type]
+                results[i] = await submit(run)  # type: ignore[arg-type]
             except Exception as exc:
-                self.results[i] = exc
+                results[i] = exc
                 self.failed.append(i)
             except BaseException as exc:
                 if isinstance(exc, cancelled_cls) and not cancel_requested():
@@ -154,8 +156,8 @@ class Batch:
             finally:
                 if run.on_admit is not None:  # it ended without being admitted
                     run.on_admit()
-                if self.on_result is not None and run.status in _TERMINAL:
-                    self.on_result(i)
+                if on_result is not None and run.status in _TERMINAL:
+                    on_result(i)
             if _now() - since > _SLICE:
                 # Tasklets that never suspend would otherwise starve the loop.
                 try:

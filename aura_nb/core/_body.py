@@ -55,10 +55,38 @@ async def call_async_timed(run: _Run, fn: Callable[..., Any], params: Any, t_run
         if not is_awaitable(coro):
             return coro
         coro = awaited(coro)
+    return await rest_timed(run, coro, t_run)
+
+
+def rest_timed(run: _Run, coro: Any, t_run: float) -> Any:
+    """On asyncio: run a body's coroutine to its first suspension, then the rest under its timeout.
+
+    Returns an awaitable (the manager's hot path awaits it without another frame when
+    the body never suspends: a done future-like value).
+    """
     try:
         first = coro.send(None)
     except StopIteration as done:
-        return done.value
+        return _Done(done.value)
+    return _rest_under_timeout(run, coro, first, t_run)
+
+
+class _Done:
+    """An awaitable that is already done: ``await _Done(v)`` is ``v`` without a coroutine."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return self.value
+        yield  # pragma: no cover - makes this a generator that never suspends
+
+
+async def _rest_under_timeout(run: _Run, coro: Any, first: Any, t_run: float) -> Any:
+    limit = run.tasklet.timeout
+    assert limit is not None
     # asyncio.timeout (not an anyio scope): it does not care how it nests with scopes
     # the body entered before suspending, and costs half as much.
     cm = asyncio.timeout(max(limit - (_now() - t_run), 0.0))

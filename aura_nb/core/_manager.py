@@ -385,10 +385,15 @@ class ExecutionManager:
                 if by_code[_BEFORE] and (aw := self._fire(_BEFORE, seq, run, _EMPTY_X)) is not None:
                     await aw
             # 4. The body, under its timeout.
-            if run.is_async and tasklet.timeout is None and self.executor is None:
+            if run.is_async and self.executor is None and (tasklet.timeout is None or self._native):
                 params = tasklet.params
                 out = run.fn(**params) if params else run.fn()
-                result = await out if type(out) is CoroutineType else await _body.awaited(out)
+                if type(out) is not CoroutineType:
+                    result = await _body.awaited(out)
+                elif tasklet.timeout is None:
+                    result = await out
+                else:  # asyncio: its timer is armed only if the body suspends (see _body)
+                    result = await _body.rest_timed(run, out, _now())
             else:
                 result = await self._call_body(run)
             if run.worker is None:
