@@ -402,7 +402,7 @@ class ExecutionManager:
             else:
                 x = (None, None, None, None, None, None, None, run.worker)
                 seq = rec.record_x(_SUCCESS, tix, _now(), x)
-            if by_code[_SUCCESS] and (aw := self._fire(_SUCCESS, seq, run, x, result=result)) is not None:
+            if by_code[_SUCCESS] and (aw := self._fire(_SUCCESS, seq, run, x, result)) is not None:
                 await aw
         except BaseException as exc:
             if tasklet.retry is not None:  # another attempt, maybe (see _retry)
@@ -417,7 +417,7 @@ class ExecutionManager:
         self._end(run, "succeeded")
         seq = rec.record_pair(_RELEASED, _AFTER, tix, _now(), _SUCCEEDED_X)
         try:
-            if by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, _SUCCEEDED_X, result=result)) is not None:
+            if by_code[_AFTER] and (aw := self._fire(_AFTER, seq, run, _SUCCEEDED_X, result)) is not None:
                 await self._after_hooks(run, aw, result)
         finally:
             self._forget(run)
@@ -710,7 +710,7 @@ class ExecutionManager:
         return seq
 
     def _fire(
-        self, code: int, seq: int, run: _Run, x: tuple[Any, ...] | None = None, *,
+        self, code: int, seq: int, run: _Run, x: tuple[Any, ...] | None = None,
         result: Any = None, error: BaseException | None = None, path: Any = None,
     ) -> Any:  # fmt: skip
         """Call the hooks registered for this event now; None, or an awaitable for the rest.
