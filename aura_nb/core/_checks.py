@@ -18,7 +18,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import ArgumentError, ArgumentTypeError
+from ._errors import ArgumentError
 
 __all__ = ["calls_async", "callable_name", "describe_error", "is_awaitable", "positive_int", "seconds", "shown"]
 
@@ -66,12 +66,6 @@ def one_of(value: Any, choices: tuple[str, ...], *, what: str, where: str) -> st
     if not isinstance(value, str) or value not in choices:
         valid = ", ".join(repr(c) for c in choices)
         raise ArgumentError(f"{where}: {what} {shown(value)} is not one of {valid}")
-    return value
-
-
-def callable_or_none(value: Any, *, what: str, where: str) -> Any:
-    if value is not None and not callable(value):
-        raise ArgumentTypeError(f"{where}: {what} {shown(value)} is not callable")
     return value
 
 
