@@ -60,7 +60,9 @@ async def test_breaking_out_cancels_the_rest_cleanly() -> None:
     statuses = runs["status"].astype(str).tolist()
     assert statuses[0] == "succeeded"
     assert set(statuses[1:]) == {"cancelled"}  # the running ones; unfed tasklets never started
-    assert len(statuses) <= 4  # tasklet 0 and at most the two others that held api:3 (+1 waiting)
+    # Tasklet 0, the two others that held api:3, the one admitted when 0 ended and the one
+    # fed to wait behind it, at most; the other five were never submitted.
+    assert len(statuses) <= 5
     assert em.events.count("resources_acquired") == em.events.count("resources_released")
 
 
