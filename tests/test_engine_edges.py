@@ -358,7 +358,7 @@ async def test_a_planning_timeout_while_a_sync_transition_waits_for_a_thread_ret
         assert_idle(em)
 
 
-# -- 5. unittest.mock.Mock as a hook or a task (a sync infinite loop today: pytest-timeout) --
+# -- 5. unittest.mock.Mock as a hook or a task (an endless unwrap loop would fail through pytest-timeout) --
 
 
 @pytest.mark.timeout(8)

@@ -233,7 +233,7 @@ async def test_a_reader_holding_a_transaction_cannot_stall_the_loop_during_aclos
             tg.cancel_scope.cancel()
     finally:
         reader.close()
-    assert max(stalls) < 1.0, max(stalls)  # today: 5 s (generous: 2 shared cores)
+    assert max(stalls) < 1.0, max(stalls)  # v1 froze the loop for 5 s (generous: 2 shared cores)
     assert took < 4.0, took
     assert len(an.EventLog.open(path)) == 300
 
@@ -320,7 +320,7 @@ def test_reading_a_live_file_sees_one_snapshot(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and reads < 8:
             log = an.EventLog.open(path)
-            runs = log.runs()  # today: IndexError when events of newer tasklets are read
+            runs = log.runs()  # v1: IndexError when events of newer tasklets were read
             assert len(runs) * 2 >= len(log)
             reads += 1 if len(log) > 20_000 else 0
     finally:
