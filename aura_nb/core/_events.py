@@ -148,11 +148,16 @@ class Event:
         self._log = log
         self._seq = seq
         self._x = x  # the sparse fields, looked up lazily when None
-        self._row: tuple[float, int, int] | None = None  # (t, code, tix), looked up lazily
         self._tasklet = tasklet
-        self._error = error
-        self._path = path
-        self._result = result
+        # The rest stay unset unless given (read with a default): a hook's Event is
+        # built three times per tasklet (benchmark rows "1. Throughput"). _row is
+        # (t, code, tix), looked up when first asked for.
+        if error is not None:
+            self._error = error
+        if path is not None:
+            self._path = path
+        if result is not None:
+            self._result = result
 
     def _sparse(self) -> tuple[Any, ...]:
         x = self._x
@@ -161,10 +166,11 @@ class Event:
         return x
 
     def _r(self) -> tuple[float, int, int]:
-        row = self._row
-        if row is None:
+        try:
+            return self._row
+        except AttributeError:
             row = self._row = self._log._row_of(self._seq)
-        return row
+            return row
 
     def _tk(self, column: int) -> Any:
         tix = self._r()[2]
@@ -187,9 +193,9 @@ class Event:
     detail = property(lambda self: self._sparse()[7])
     attempt = property(lambda self: _full_x(self._sparse())[8])
     tasklet = property(lambda self: self._tasklet)
-    error = property(lambda self: self._error)
-    path = property(lambda self: self._path)
-    result = property(lambda self: self._result)
+    error = property(lambda self: getattr(self, "_error", None))
+    path = property(lambda self: getattr(self, "_path", None))
+    result = property(lambda self: getattr(self, "_result", None))
 
     @property
     def at(self) -> _dt.datetime:
