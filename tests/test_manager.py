@@ -721,3 +721,34 @@ async def test_aclose_drain_runs_the_queue_but_refuses_new_work() -> None:
         assert [h.status for h in handles] == ["succeeded"] * 5
         with pytest.raises(an.ManagerClosedError):
             em.start(an.Tasklet(work))
+
+
+def test_a_tasklet_is_immutable_and_survives_pickle_and_copy() -> None:
+    import copy
+    import pickle
+
+    t = an.Tasklet("p/t", params={"n": [1]}, resource_tags=["gpu:1"], timeout=2, retry=2, name="job")
+    with pytest.raises(AttributeError, match="immutable: cannot set 'timeout'"):
+        t.timeout = 5  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="immutable"):
+        t.anything = 1  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="immutable: cannot delete 'name'"):
+        del t.name  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        t.params["n"] = 2  # type: ignore[index]
+    for back in (pickle.loads(pickle.dumps(t)), copy.deepcopy(t)):
+        assert type(back) is an.Tasklet and back is not t
+        assert (back.id, back.task, dict(back.params), back.resource_tags, back.timeout, back.name, back.retry) == (
+            t.id, t.task, {"n": [1]}, ("gpu:1",), 2.0, "job", t.retry,
+        )  # fmt: skip
+        with pytest.raises(TypeError):
+            back.params["n"] = 2  # type: ignore[index]
+    assert copy.copy(t) is t
+
+    class Mine(an.Tasklet):
+        pass
+
+    mine = Mine("p/t", name="sub")
+    assert type(mine) is Mine and mine.name == "sub" and mine.id != t.id
+    with pytest.raises(AttributeError, match="immutable"):
+        mine.name = "x"  # type: ignore[misc]
