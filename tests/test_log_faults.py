@@ -570,3 +570,40 @@ def test_exiting_without_aclose_flushes_what_was_recorded(tmp_path: Path) -> Non
     assert child.wait(timeout=60) == 0
     assert len(an.EventLog.open(path)) == 600
     assert not Path(f"{path}.lock").exists()
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved", "replaced"])
+async def test_a_file_deleted_moved_or_replaced_under_the_writer_is_reported_not_written_blindly(
+    tmp_path: Path, caplog: Any, how: str
+) -> None:
+    path = tmp_path / "log.sqlite"
+    w = _EventWriter(path, flush_interval=0.05)
+    one_tasklet(w, 0)
+    await anyio.to_thread.run_sync(w.log.flush)
+    caplog.set_level(logging.WARNING, logger="aura_nb.events")
+    if how == "deleted":
+        for side in tmp_path.glob("log.sqlite*"):
+            side.unlink()
+    elif how == "moved":
+        path.rename(tmp_path / "old.sqlite")
+    else:
+        path.unlink()
+        path.write_bytes(b"")  # another program put a file of its own there
+    for i in range(1, 4):
+        one_tasklet(w, i)
+    await anyio.to_thread.run_sync(wait_for, lambda: not w.health().writing)
+    await anyio.sleep(0.3)  # several flushes: one warning only
+    health = w.health()
+    assert health.pending_events == 18
+    assert f"{path} was deleted, moved or replaced while this manager wrote it" in health.last_error
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "deleted, moved or replaced" in messages[0], messages
+    t0 = time.monotonic()
+    with pytest.raises(an.EventLogError, match=r"18 events could not be written \(the file .* was deleted"):
+        await w.aclose()  # no point retrying for the whole close timeout
+    assert time.monotonic() - t0 < 2.0
+    assert len(w.log.to_frame()) == 24  # still in memory
+    if how == "replaced":
+        assert path.read_bytes() == b""  # the other program's file is left alone
+    else:
+        assert not path.exists()  # not silently recreated empty

@@ -91,6 +91,8 @@ _INSERT_EVENTS = (
 
 def describe(exc: BaseException) -> str:
     """What went wrong writing, in the user's words, then sqlite's own message."""
+    if isinstance(exc, EventLogError):  # ours: already in the user's words
+        return str(exc)
     name = getattr(exc, "sqlite_errorname", "") or ""
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         what = "locked by another connection (e.g. a SQL tool with uncommitted changes)"
@@ -107,6 +109,15 @@ def describe(exc: BaseException) -> str:
     else:
         what = "writing failed"
     return f"{what}: {type(exc).__name__}: {exc}"
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file a path names now (device, inode), or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _uri(path: str, **params: str) -> str:
@@ -283,6 +294,7 @@ class _Sink:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
+            self._identity = _identity(self.real)
         except BaseException as exc:
             self._drop_connection()
             self._release_locks()
@@ -297,6 +309,7 @@ class _Sink:
         self.last_ok = time.monotonic()
         self.last_error: str | None = None
         self.failing = False
+        self.gone = False  # the file was deleted, moved or replaced under the writer
         self._write_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._stop = threading.Event()
@@ -378,6 +391,15 @@ class _Sink:
     def flush(self) -> None:
         """Write every row recorded so far; raise the cause if that fails (kept in health)."""
         with self._write_lock:
+            if self.gone or _identity(self.real) != self._identity:
+                # Writing on would go to a file nobody can open by its name any more.
+                self.gone = True
+                exc = EventLogError(
+                    f"the file {self.path} was deleted, moved or replaced while this manager wrote it; "
+                    "its events stay in memory (em.events.to_frame(), em.events.export(path))"
+                )
+                self._failed(exc)
+                raise exc
             ev_rows, tk_rows, n, n_tk = self._rows(self.done_events, self.done_tasklets)
             if ev_rows or tk_rows:
                 try:
@@ -434,7 +456,7 @@ class _Sink:
                     break
                 except Exception:
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if left <= 0 or self.gone:
                         break
                     time.sleep(min(delay, left))
                     delay = min(delay * 2, _MAX_BACKOFF_S)
