@@ -715,7 +715,7 @@ async def test_the_last_paths_stay_selectable_and_the_snapshot_shows_the_last_st
 
 # -- rate quotas and retries ---------------------------------------------------------------
 
-from aura_nb.core import LimitStatistics, Retry  # noqa: E402
+from aura_nb.core import Retry  # noqa: E402
 
 
 def _quota_row(html: str, name: str) -> str:

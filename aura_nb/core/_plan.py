@@ -14,8 +14,6 @@ eagerly and raise :class:`StatesMapError` before anything changes.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass

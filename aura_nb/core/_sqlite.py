@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._errors import AuraError, EventLogError, EventLogLockedError, _EventLogValueError
+from ._errors import EventLogError, EventLogLockedError, _EventLogValueError
 
 _logger = logging.getLogger("aura_nb.events")
 
