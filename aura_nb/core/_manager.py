@@ -271,7 +271,7 @@ class ExecutionManager:
         where = f"set_capacity({shown(name)}, {shown(capacity)})"
         check_resource_name(name, where=where)
         capacity = positive_int(capacity, what="capacity", where=where, error=ResourceTagError)
-        self._resolver.declare(name, capacity, "set_capacity()")
+        self._resolver.declare(name, capacity, "set_capacity()", change=True)
         self._resolver.keys.clear()
 
     def set_rate(self, name: str, rate: Rate | str | None) -> None:
@@ -288,7 +288,7 @@ class ExecutionManager:
         where = f"set_rate({shown(name)}, {shown(rate)})"
         check_resource_name(name, where=where)
         parsed = None if rate is None else Rate.parse(rate, where=where)
-        self._resolver.declare_rate(name, parsed, "set_rate()")
+        self._resolver.declare_rate(name, parsed, "set_rate()", change=True)
 
     @property
     def rates(self) -> Mapping[str, Rate]:
