@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -379,12 +380,50 @@ async def test_why_and_statistics_name_the_other_manager(client: distributed.Cli
         assert gpu.busy and gpu.in_use == 1 and gpu.holders == (f"{a.who} (1 tasklet)",)
         stats = em_b.statistics()
         assert stats.resources["gpu"].in_use == 1 and stats.waiting == 1
+        assert stats.resources["gpu"].held_elsewhere == (f"{a.who} (1 tasklet)",)
+        assert em_a.statistics().resources["gpu"].held_elsewhere == ()  # its own holder is not elsewhere
         shared = b.statistics()["managers"]
         assert shared[a.who] == {"holds": {"gpu": 1}, "waiting": 0}
         assert shared[b.who] == {"holds": {}, "waiting": 1}
         release.set()
         await holder
         await waiter
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the Workbench lives on Jupyter's asyncio loop
+@pytest.mark.anyio
+async def test_the_workbench_gauges_name_the_managers_holding_a_shared_resource(
+    client: distributed.Client, request: Any
+) -> None:
+    pool = pool_name(request)
+    busy, release = anyio.Event(), anyio.Event()
+
+    async def hold() -> None:
+        busy.set()
+        await release.wait()
+
+    other = DaskLimits(client, name=pool, label="other-notebook")
+    async with an.ExecutionManager(limits=other, rates={"api": "100/s"}) as em:
+        holders = [em.start(an.Tasklet(hold, resource_tags=tags)) for tags in (["gpu:1"], ["api"])]
+        await busy.wait()
+        wb = an.Workbench(limits=DaskLimits(client, name=pool, label="this-notebook"))
+        waiter = wb.submit(an.Tasklet(lambda: None, resource_tags=["gpu"]))
+
+        def row(name: str) -> str:
+            (found,) = re.findall(rf'<div class="aura-gauge aura-gauge-{name} .*?</div>', wb.gauges_widget.value)
+            return re.sub(r"<[^>]+>", "", found)  # its text
+
+        with anyio.fail_after(5):
+            while "1 waiting" not in row("gpu"):  # the pump shows it by itself
+                await anyio.sleep(0.02)
+        assert "1 / 1 in use · 1 waiting" in row("gpu") and f"held elsewhere: {other.who} (1 tasklet)" in row("gpu")
+        assert f"held elsewhere: {other.who} (1 tasklet)" in row("api")  # a rate-only resource's row
+        assert wb.gauges["gpu"].held_elsewhere == (f"{other.who} (1 tasklet)",)
+        release.set()
+        for h in holders:
+            await h
+        await waiter
+        await wb.aclose()
 
 
 def test_retried_messages_never_grant_twice() -> None:

@@ -894,6 +894,7 @@ class ExecutionManager:
         cap, used, waiting = pool.capacity, pool.in_use, pool.waiting
         owner, held = pool.held_back()
         held_for = _label(owner.tasklet) if owner is not None else None
+        others = pool.remote_holders() if hasattr(pool, "remote_holders") else {}  # shared limits
 
         def limit(key: str) -> LimitStatistics:
             n = held.get(key, 0)
@@ -901,11 +902,12 @@ class ExecutionManager:
             if rate is not None:
                 return LimitStatistics(
                     key, cap[key], used[key], waiting[key], n, held_for if n else None,
-                    rate[0].limit, rate[0].per, rate[1], rate[2],
+                    rate[0].limit, rate[0].per, rate[1], rate[2], tuple(others.get(key, ())),
                 )  # fmt: skip
             return LimitStatistics(
-                "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None
-            )
+                "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None,
+                held_elsewhere=tuple(others.get(key, ())),
+            )  # fmt: skip
 
         return ManagerStatistics(
             t=_now(),
