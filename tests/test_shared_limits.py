@@ -390,6 +390,44 @@ async def test_why_and_statistics_name_the_other_manager(client: distributed.Cli
         await waiter
 
 
+@pytest.mark.anyio
+async def test_run_many_sends_its_requests_ahead_in_order_and_bounded(client: distributed.Client, request: Any) -> None:
+    """While another manager holds the GPU, a batch's requests already queue on the scheduler
+    (not one at a time, a round trip each), at most max_concurrency of them ahead; they are
+    admitted in batch order."""
+    pool = pool_name(request)
+    busy, release = anyio.Event(), anyio.Event()
+    order: list[int] = []
+
+    async def hold() -> None:
+        busy.set()
+        await release.wait()
+
+    async def step(i: int) -> None:
+        order.append(i)
+
+    other, mine = DaskLimits(client, name=pool, label="other"), DaskLimits(client, name=pool, label="mine")
+    async with an.ExecutionManager(limits=other) as em_other, an.ExecutionManager(limits=mine, max_concurrency=3) as em:
+        holder = em_other.start(an.Tasklet(hold, resource_tags=["gpu:1"]))
+        await busy.wait()
+        batch = [an.Tasklet(step, params={"i": i}, resource_tags=["gpu:1"]) for i in range(10)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(em.run_many, batch)
+
+            def queued() -> int:  # this manager's requests waiting on the scheduler
+                return mine.statistics()["managers"].get(mine.who, {}).get("waiting", 0)
+
+            with anyio.fail_after(5):
+                while queued() < 4:
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.2)  # and no more than that
+            assert queued() == 4  # 3 ahead, and the one that waits
+            release.set()
+        await holder
+        assert order == list(range(10))
+    assert shared_idle(mine)
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the Workbench lives on Jupyter's asyncio loop
 @pytest.mark.anyio
 async def test_the_workbench_gauges_name_the_managers_holding_a_shared_resource(

@@ -73,6 +73,9 @@ ADMISSION_POLICIES = ("fifo", "bottleneck")
 
 class _Waiter:
     __slots__ = ("seq", "queue", "owner", "admitted", "closed", "future", "event", "passed", "windows")
+    #: Not known to wait yet, so run_many may feed the next of its group meanwhile: only
+    #: shared limits' requests, on their way to the scheduler; a local waiter does wait.
+    ahead = False
 
     def __init__(self, seq: int, queue: _Queue, owner: Any) -> None:
         self.seq = seq
