@@ -282,7 +282,7 @@ class SharedLimits(SchedulerPlugin):
         holders: dict[str, dict[str, int]] = {}
         for m in shared.members.values():
             for req in m.requests.values():
-                if req.granted:
+                if req.granted or (req.waiter is not None and req.waiter.admitted):  # admitted: holds its tokens
                     for key in req.keys[2:]:
                         by = holders.setdefault(key, {})
                         by[m.mid] = by.get(m.mid, 0) + 1
@@ -590,7 +590,9 @@ class DaskLimits:
         if admission != "fifo":
             raise ArgumentError(
                 f"ExecutionManager(admission={admission!r}, limits=DaskLimits(...)): shared limits admit oldest "
-                "first; use admission='fifo'"
+                "first. 'bottleneck' lets a tasklet pass older ones while a global slot is free, at most "
+                "max_concurrency times; in a queue shared by managers each with its own max_concurrency there "
+                "is no one global slot to watch nor one bound; use admission='fifo'"
             )
         self._bound = True
         self.capacity[GLOBAL] = max_concurrency
