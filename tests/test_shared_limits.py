@@ -318,6 +318,8 @@ async def test_a_capacities_argument_never_changes_a_shared_capacity_silently(
             an.ExecutionManager(limits=late, capacities={"api": 3})
         async with an.ExecutionManager(limits=DaskLimits(client, name=pool), capacities={"api": 2}) as same:
             assert same.capacities["api"] == 2  # the same capacity again is no contradiction
+        with pytest.raises(an.ArgumentError, match="shared limits admit oldest first.*use admission='fifo'"):
+            an.ExecutionManager(limits=DaskLimits(client, name=pool), admission="bottleneck")
 
 
 @pytest.mark.anyio
