@@ -9,10 +9,10 @@ tasklets, on one ``LocalCluster`` scheduler (no workers: bodies run in the manag
   hold-and-wait between them).
 
 Rows: one tasklet at a time with tags ``a:1, b:1`` (latency), and 200 tasklets at once
-with ``gpu:4`` (``max_concurrency=8``; the Semaphores from 8 threads), started one by one
-(``em.start``) or as one ``run_many`` batch. Microseconds per
-tasklet, medians over repetitions, the three interleaved. Target: the shared pool costs
-at most what the Semaphores cost per tasklet.
+with ``gpu:4`` (``max_concurrency=8``; the Semaphores from 8 threads), started one by
+one (``em.start``) or as one ``run_many`` batch (which sends up to ``max_concurrency``
+requests ahead). Microseconds per tasklet, medians over repetitions, the three
+interleaved. Target: the shared pool costs at most what the Semaphores cost per tasklet.
 """
 
 from __future__ import annotations
