@@ -184,6 +184,8 @@ class SharedLimits(SchedulerPlugin):
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        for shared in self.pools.values():
+            shared.pool.close()  # its waiters' tasks end, and its rate timer is cancelled
 
     def _pool(self, name: str) -> _SharedPool:
         pool = self.pools.get(name)
