@@ -11,8 +11,16 @@ manager.
 What is shared and what is not:
 
 * **resources** (``gpu``, ``api``...) are shared: one capacity per name for every
-  manager of the pool; a tag that contradicts it is a ``ResourceTagError`` naming the
-  manager that declared it;
+  manager of the pool; a tag or ``capacities=`` that contradicts it is a
+  ``ResourceTagError`` naming the manager that declared it (``set_capacity`` changes it
+  for everyone);
+* **rates** too: one :class:`~aura_nb.core._rates.Rate` per resource, kept by the same
+  pool on the scheduler (its timer runs on the scheduler's asyncio loop), taken in the
+  same all-or-nothing step; ``rates=`` that contradicts it is refused the same way,
+  ``set_rate`` changes it for everyone. A rate travels as its dataclass fields. A rate
+  token's window starts when the manager says the work started (the "run" message,
+  sent when its tasklet resumes), not at the grant, which takes a round trip to get
+  there: so no two managers' starts can crowd into one window by the grants' delays;
 * **max_concurrency stays each manager's own**: in the shared pool it is a resource
   private to that manager (named ``@<manager id>``), taken in the same atomic step as
   the shared resources. As for any resource, the oldest waiter holds back one of its
@@ -43,11 +51,14 @@ The protocol never leaks a token: requests carry ids; "take" is ignored when rep
 "give" (a release, or a cancel that raced the grant) releases whatever the request holds
 or removes it from the queue; grants are numbered and sent again until the manager has
 seen them, and a grant for a request the manager no longer wants is answered by a give.
+A give of a granted request whose work never started ("run") also returns its rate
+tokens; a manager whose lease expires has its unconfirmed rate tokens counted as used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import socket
@@ -72,6 +83,7 @@ from .core._errors import (
     SharedLimitsLostError,
 )
 from .core._limits import GLOBAL, ResourcePool
+from .core._rates import UNLIMITED, Rate
 
 __all__ = ["LEASE_TIMEOUT_S", "DaskLimits", "SharedLimits", "SharedLimitsLostError", "dask_setup"]
 
@@ -123,11 +135,23 @@ class _SharedPool:
         self.name = name
         self.pool = ResourcePool(_UNBOUNDED)
         self.members: dict[str, _Member] = {}
-        self.declared_by: dict[str, str] = {}  # resource -> label of who declared it
-        self.version = 0  # of the capacities
+        self.declared_by: dict[str, str] = {}  # resource -> label of who declared its capacity
+        self.rates: dict[str, Rate] = {}
+        self.rate_by: dict[str, str] = {}  # resource -> label of who declared its rate
+        self.wire_rates: dict[str, dict[str, Any]] = {}  # the rates as sent to managers
+        self.version = 0  # of the capacities and rates
 
     def capacities(self) -> dict[str, int]:
         return {k: v for k, v in self.pool.capacity.items() if k != GLOBAL and not k.startswith("@")}
+
+    def rated(self, keys: Any) -> bool:
+        """Does a request for ``keys`` take a rate token?"""
+        rates = self.rates
+        return bool(rates) and any(key in rates for key in keys)
+
+    def limits(self) -> dict[str, Any]:
+        """What a manager learns of the pool's limits (with a version: the newest wins)."""
+        return {"version": self.version, "capacity": self.capacities(), "rates": self.wire_rates}
 
 
 class SharedLimits(SchedulerPlugin):
@@ -149,6 +173,7 @@ class SharedLimits(SchedulerPlugin):
                 "aura_limits_send": self.send,
                 "aura_limits_poll": self.poll,
                 "aura_limits_declare": self.declare,
+                "aura_limits_rate": self.set_rate,
                 "aura_limits_snapshot": self.snapshot,
             }
         )
@@ -159,6 +184,8 @@ class SharedLimits(SchedulerPlugin):
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        for shared in self.pools.values():
+            shared.pool.close()  # its waiters' tasks end, and its rate timer is cancelled
 
     def _pool(self, name: str) -> _SharedPool:
         pool = self.pools.get(name)
@@ -171,13 +198,33 @@ class SharedLimits(SchedulerPlugin):
         """Declare a resource's capacity; a contradiction is refused unless ``change``."""
         shared = self._pool(pool)
         known = shared.pool.capacity.get(name)
+        if known == UNLIMITED:
+            known = None  # a rate-only resource: the first capacity declared is its capacity
         if known is not None and known != capacity and not change:
             return {"ok": False, "known": known, "by": shared.declared_by.get(name, "another manager")}
         if known != capacity:
             shared.pool.declare(name, capacity)
             shared.declared_by[name] = who
             shared.version += 1
-        return {"ok": True, "version": shared.version, "capacity": shared.capacities()}
+        return {"ok": True, **shared.limits()}
+
+    def set_rate(self, pool: str, name: str, rate: dict[str, Any] | None, change: bool, who: str) -> dict[str, Any]:
+        """Declare a resource's rate (its :class:`Rate`'s fields; None removes it); a
+        contradiction is refused unless ``change``."""
+        shared = self._pool(pool)
+        known = shared.rates.get(name)
+        new = Rate(**rate) if rate is not None else None
+        if known is not None and new != known and not change:
+            return {"ok": False, "known": shared.wire_rates[name], "by": shared.rate_by.get(name, "another manager")}
+        if new != known:
+            shared.pool.set_rate(name, new)  # the pool's own quota: its Timer runs on this (asyncio) loop
+            if new is None:
+                del shared.rates[name], shared.wire_rates[name]
+            else:
+                shared.rates[name], shared.wire_rates[name] = new, dataclasses.asdict(new)
+                shared.rate_by[name] = who
+            shared.version += 1
+        return {"ok": True, **shared.limits()}
 
     def send(
         self, pool: str, manager: str, ops: list[Any], seen: int, hello: dict[str, Any] | None = None
@@ -197,6 +244,8 @@ class SharedLimits(SchedulerPlugin):
                 self._take(shared, member, op[1], op[2], (op[3], op[4]))
             elif kind == "give":
                 self._give(shared, member, op[1])
+            elif kind == "run":
+                self._started(shared, member, op[1])
             elif kind == "max":
                 shared.pool.declare(member.key, int(op[1]))
             elif kind == "bye":
@@ -235,7 +284,7 @@ class SharedLimits(SchedulerPlugin):
         holders: dict[str, dict[str, int]] = {}
         for m in shared.members.values():
             for req in m.requests.values():
-                if req.granted:
+                if req.granted or (req.waiter is not None and req.waiter.admitted):  # admitted: holds its tokens
                     for key in req.keys[2:]:
                         by = holders.setdefault(key, {})
                         by[m.mid] = by.get(m.mid, 0) + 1
@@ -251,11 +300,15 @@ class SharedLimits(SchedulerPlugin):
                 if req.waiter is not None and not req.granted:
                     why = p.blocking(req.waiter).items()
                     blocking[str(req.rid)] = {self._key_for(member, k): v for k, v in why if k != GLOBAL}
+        quota = {}
+        for name in shared.rates:
+            _, used, next_in = p.rate_of(name)  # type: ignore[misc]
+            quota[name] = [used, next_in]
         return {
-            "version": shared.version,
-            "capacity": {k: p.capacity[k] for k in names},
+            **shared.limits(),
             "in_use": {k: p.in_use[k] for k in names},
             "waiting": {k: p.waiting[k] for k in names},
+            "quota": quota,  # resource -> [rate tokens taken in the window, s until the next is back]
             "order": order,
             "held": held_out,
             "blocking": blocking,
@@ -277,27 +330,42 @@ class SharedLimits(SchedulerPlugin):
         for name in names:
             if name not in shared.pool.capacity:  # declared before it was taken; never happens
                 shared.pool.declare(name, 1)
-        waiter = shared.pool.try_acquire(req.keys, (member, req))
-        if waiter is None:
-            self._granted(member, req)
+        pool = shared.pool
+        if shared.rated(names):
+            # Its rate tokens start their window when the manager says its work starts
+            # ("run"), not at this grant: the grant takes a round trip to get there.
+            waiter = req.waiter = pool.join(req.keys, (member, req))
+            if waiter.admitted:
+                self._granted(shared, member, req)
+                return
         else:
-            req.waiter = waiter
-            req.task = asyncio.create_task(self._wait(shared, member, req))
+            waiter = req.waiter = pool.try_acquire(req.keys, (member, req))
+            if waiter is None:
+                self._granted(shared, member, req)
+                return
+        req.task = asyncio.create_task(self._wait(shared, member, req))
 
     async def _wait(self, shared: _SharedPool, member: _Member, req: _Request) -> None:
         try:
-            await shared.pool.wait(req.waiter)  # leaves nothing behind when cancelled
+            await shared.pool.wait(req.waiter, start=False)  # leaves nothing behind when cancelled
         except (asyncio.CancelledError, ManagerClosedError):
             return
         if member.requests.get(req.rid) is req:  # else: given back, and _give released it
-            self._granted(member, req)
+            self._granted(shared, member, req)
 
     @staticmethod
-    def _granted(member: _Member, req: _Request) -> None:
+    def _granted(shared: _SharedPool, member: _Member, req: _Request) -> None:
         req.granted = True
         member.seq += 1
-        member.grants.append((member.seq, req.rid))
+        member.grants.append((member.seq, req.rid, shared.rated(req.keys)))
         member.event.set()
+
+    @staticmethod
+    def _started(shared: _SharedPool, member: _Member, rid: int) -> None:
+        """The manager started the work of a request with a rate: its window starts now."""
+        req = member.requests.get(rid)
+        if req is not None and req.granted and req.waiter is not None:
+            shared.pool.started(req.waiter)
 
     @staticmethod
     def _give(shared: _SharedPool, member: _Member, rid: int) -> None:
@@ -305,7 +373,10 @@ class SharedLimits(SchedulerPlugin):
         if req is None:
             return  # given back already (a retried message)
         if req.granted:
-            shared.pool.release(req.keys)
+            if req.waiter is None:
+                shared.pool.release(req.keys)
+            else:  # also gives back rate tokens whose work never started
+                shared.pool.cancel_waiter(req.waiter)
         elif req.waiter is not None:
             shared.pool.cancel_waiter(req.waiter)  # admitted meanwhile: gives the tokens back
             if req.task is not None:
@@ -315,7 +386,9 @@ class SharedLimits(SchedulerPlugin):
         """A manager said goodbye or its lease expired: everything it had comes back."""
         if shared.members.get(member.mid) is member:
             del shared.members[member.mid]
-        for rid in list(member.requests):
+        for rid, req in list(member.requests.items()):
+            if req.granted and req.waiter is not None:
+                shared.pool.started(req.waiter)  # it may have started: its rate tokens count
             self._give(shared, member, rid)
         member.event.set()
 
@@ -326,9 +399,7 @@ class SharedLimits(SchedulerPlugin):
 
     def _reply(self, shared: _SharedPool, member: _Member, seen: int) -> dict[str, Any]:
         self._trim(member, seen)
-        out: dict[str, Any] = {"lost": False, "grants": member.grants[:], "version": shared.version}
-        out["capacity"] = shared.capacities()
-        return out
+        return {"lost": False, "grants": member.grants[:], **shared.limits()}
 
     async def _expire_leases(self) -> None:
         while True:
@@ -353,9 +424,9 @@ def dask_setup(scheduler: Any) -> None:
 class _RemoteWaiter:
     """A manager's request, as the manager sees it (``admitted`` once granted)."""
 
-    __slots__ = ("rid", "keys", "owner", "admitted", "closed", "error", "wake")
+    __slots__ = ("rid", "keys", "owner", "admitted", "closed", "error", "wake", "rated", "ahead")
 
-    def __init__(self, rid: int, keys: tuple[str, ...], owner: Any) -> None:
+    def __init__(self, rid: int, keys: tuple[str, ...], owner: Any, ahead: bool) -> None:
         self.rid = rid
         self.keys = keys
         self.owner = owner
@@ -363,6 +434,10 @@ class _RemoteWaiter:
         self.closed = False
         self.error: str | None = None
         self.wake: Callable[[], None] | None = None
+        self.rated = False  # its grant took a rate token: say when its work starts
+        #: Not known to wait yet (its request is on its way): run_many may send the next
+        #: of its batch meanwhile, in the same message.
+        self.ahead = ahead
 
 
 class _Elsewhere:
@@ -414,9 +489,10 @@ class DaskLimits:
     """The limits of a manager, kept on the Dask scheduler and shared with every manager
     that uses the same ``name`` there: ``ExecutionManager(limits=DaskLimits(client))``.
 
-    Tags, ``capacities=``, ``set_capacity``, ``why()`` and ``statistics()`` work as with
-    the manager's own limits; resources are shared (one capacity per name), the
-    manager's ``max_concurrency`` stays its own. One ``DaskLimits`` serves one manager.
+    Tags, ``capacities=``, ``rates=``, ``set_capacity``, ``set_rate``, ``why()`` and
+    ``statistics()`` work as with the manager's own limits; resources and their rates
+    are shared (one capacity and one rate per name), the manager's ``max_concurrency``
+    stays its own. One ``DaskLimits`` serves one manager.
 
     Args:
         client: a ``distributed.Client`` with ``asynchronous=False`` (the default): its
@@ -474,6 +550,7 @@ class DaskLimits:
         self._pending: dict[int, _RemoteWaiter] = {}
         self._granted: dict[tuple[str, ...], list[int]] = {}
         self._held: set[int] = set()  # the rids in _granted
+        self._unstarted: set[int] = set()  # granted with a rate token, and the work not started yet
         self._n_granted = 0
         self._ops: list[Any] = []
         self._pumping = False
@@ -487,15 +564,16 @@ class DaskLimits:
         self._bound = False
         self._said_bye = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._new_caps: tuple[int, dict[str, int]] | None = None  # from the loop thread
+        #: Rate quotas as this manager knows them (the scheduler keeps and enforces them).
+        self.rates: dict[str, Rate] = {}
+        self._new_limits: dict[str, Any] | None = None  # from the loop thread
         self._spoke = False  # the scheduler may know this manager
         self._snap: dict[str, Any] | None = None
         self._snap_t = -1.0
         self._snap_failed = -1.0  # when the scheduler last did not answer a snapshot
         if register:
             client.register_plugin(SharedLimits(), name=PLUGIN_NAME)
-        reply = self._call("aura_limits_snapshot", pool=self.name)
-        self._update_capacities(reply["version"], reply["capacity"])
+        self._update_limits(self._call("aura_limits_snapshot", pool=self.name))
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "closed" if self._closed else "open"
@@ -514,14 +592,20 @@ class DaskLimits:
         if admission != "fifo":
             raise ArgumentError(
                 f"ExecutionManager(admission={admission!r}, limits=DaskLimits(...)): shared limits admit oldest "
-                "first; use admission='fifo'"
+                "first. 'bottleneck' lets a tasklet pass older ones while a global slot is free, at most "
+                "max_concurrency times; in a queue shared by managers each with its own max_concurrency there "
+                "is no one global slot to watch nor one bound; use admission='fifo'"
             )
         self._bound = True
         self.capacity[GLOBAL] = max_concurrency
         return self
 
-    def declare(self, name: str, capacity: int) -> None:
-        """Declare a capacity (the manager's global limit: its own; a resource: shared)."""
+    def declare(self, name: str, capacity: int, *, change: bool = False) -> None:
+        """Declare a capacity (the manager's global limit: its own; a resource: shared).
+
+        One that contradicts the shared capacity is refused unless ``change``
+        (``set_capacity``): then it changes for every manager of the pool.
+        """
         if name == GLOBAL:
             self.capacity[GLOBAL] = capacity
             with self._lock:
@@ -529,23 +613,51 @@ class DaskLimits:
                     self._send_locked(("max", capacity))
             return
         reply = self._call(
-            "aura_limits_declare", pool=self.name, name=name, capacity=capacity,
-            change=name in self.capacity, who=self.who,
-        )  # fmt: skip
+            "aura_limits_declare", pool=self.name, name=name, capacity=capacity, change=change, who=self.who
+        )
         if not reply["ok"]:
             raise ResourceTagError(
                 f"resource {name!r}: capacity {capacity} contradicts the capacity {reply['known']} shared in "
                 f"pool {self.name!r} (declared by {reply['by']}); use the bare tag {name!r}, or change it "
                 f"deliberately with set_capacity({name!r}, {capacity})"
             )
-        self._update_capacities(reply["version"], reply["capacity"])
+        self._update_limits(reply)
+
+    def set_rate(self, name: str, rate: Rate | None, *, change: bool = False) -> None:
+        """Declare a resource's rate quota, kept and enforced on the scheduler for every manager.
+
+        One that contradicts the shared rate is refused unless ``change``
+        (``em.set_rate``): then it changes (or, with None, goes) for every manager.
+        """
+        wire = dataclasses.asdict(rate) if rate is not None else None  # every field of the Rate
+        reply = self._call("aura_limits_rate", pool=self.name, name=name, rate=wire, change=change, who=self.who)
+        if not reply["ok"]:
+            raise ResourceTagError(
+                f"resource {name!r}: rate {rate} contradicts the rate {Rate(**reply['known'])} shared in pool "
+                f"{self.name!r} (declared by {reply['by']}); leave {name!r} out of rates= to use the shared "
+                f"rate, or change it deliberately with set_rate({name!r}, {str(rate)!r})"
+            )
+        self._update_limits(reply)
+
+    def rate_of(self, name: str) -> tuple[Rate, int, float | None] | None:
+        """(rate, tokens taken in its current window by every manager, seconds until the next
+        comes back), or None: as the scheduler saw it at the last snapshot."""
+        snap = self.snapshot()
+        quota = snap["quota"].get(name)
+        rate = self.rates.get(name)
+        if quota is None or rate is None:
+            return None
+        return rate, quota[0], quota[1]
 
     def try_acquire(self, keys: tuple[str, ...], owner: Any) -> _RemoteWaiter:
         """Ask the scheduler for the tokens: always a waiter (admitted after the round trip)."""
-        if self._new_caps is not None:
-            self._apply_new_capacities()
+        if self._new_limits is not None:
+            self._apply_new_limits()
         with self._lock:
-            waiter = _RemoteWaiter(next(self._rids), keys, owner)  # ids grow in the order sent
+            # Requests sent ahead (by run_many) stay below this manager's own limit: at
+            # most that many more could be admitted by the next grants anyway.
+            ahead = len(self._pending) < self.capacity[GLOBAL]
+            waiter = _RemoteWaiter(next(self._rids), keys, owner, ahead)  # ids grow in the order sent
             self._spoke = True
             if self._lost is not None:
                 waiter.error = self._lost
@@ -576,6 +688,11 @@ class DaskLimits:
             raise SharedLimitsLostError(waiter.error)
         if waiter.closed:
             raise ManagerClosedError("the manager was closed while this tasklet waited for resources")
+        if waiter.rated:  # its rate tokens' window starts now, as with the manager's own limits
+            with self._lock:
+                if waiter.rid in self._unstarted:
+                    self._unstarted.discard(waiter.rid)
+                    self._send_locked(("run", waiter.rid))
 
     def cancel_waiter(self, waiter: _RemoteWaiter) -> None:
         """Forget a waiter whose task will not wait (any more): leaves nothing behind."""
@@ -671,7 +788,8 @@ class DaskLimits:
         """The shared pool as the scheduler sees it: every manager and what it holds.
 
         ``{"pool", "managers": {label: {"holds": {resource: n}, "waiting": n}}, "capacity",
-        "in_use", "waiting"}`` (resources only; each manager's slots are its own).
+        "in_use", "waiting", "rates": {resource: {"rate", "used", "next_token_in"}}}``
+        (resources only; each manager's slots are its own).
         """
         snap = self.snapshot(max_age=0.0)
         labels = snap["managers"]
@@ -688,13 +806,22 @@ class DaskLimits:
             "capacity": snap["capacity"],
             "in_use": snap["in_use"],
             "waiting": snap["waiting"],
+            "rates": {
+                name: {"rate": self.rates[name], "used": used, "next_token_in": next_in}
+                for name, (used, next_in) in snap["quota"].items()
+                if name in self.rates
+            },
         }
+
+    def refresh(self) -> None:
+        """Learn the capacities and rates declared by other managers since the last reply."""
+        self.snapshot(max_age=0.0)
 
     def snapshot(self, max_age: float = 0.05) -> dict[str, Any]:
         """The scheduler's view (cached ``max_age`` seconds); the last one if it is out of reach."""
         now = _now()
-        if self._new_caps is not None:
-            self._apply_new_capacities()
+        if self._new_limits is not None:
+            self._apply_new_limits()
         if self._snap is not None and (
             now - self._snap_t <= max_age or self._lost is not None or now - self._snap_failed < 1.0
         ):
@@ -705,14 +832,14 @@ class DaskLimits:
             self._snap_failed = _now()
             if self._snap is not None:
                 return self._snap
-            snap = {"version": -1, "capacity": {}, "in_use": {}, "waiting": {}, "order": [],
-                    "held": None, "blocking": {}, "holders": {}, "managers": {}}  # fmt: skip
+            snap = {"version": -1, "capacity": {}, "rates": {}, "in_use": {}, "waiting": {}, "quota": {},
+                    "order": [], "held": None, "blocking": {}, "holders": {}, "managers": {}}  # fmt: skip
         for key in self.capacity:
             if key != GLOBAL:
                 snap["in_use"].setdefault(key, 0)
                 snap["waiting"].setdefault(key, 0)
         self._snap, self._snap_t = snap, now
-        self._update_capacities(snap["version"], snap["capacity"])
+        self._update_limits(snap)
         return snap
 
     # -- plumbing (manager thread) ---------------------------------------------------------
@@ -720,16 +847,26 @@ class DaskLimits:
         """A blocking call to the scheduler, from the manager's thread."""
         return self.client.sync(getattr(self.client.scheduler, op), callback_timeout=timeout, **kwargs)
 
-    def _apply_new_capacities(self) -> None:
-        new, self._new_caps = self._new_caps, None
+    def _apply_new_limits(self) -> None:
+        new, self._new_limits = self._new_limits, None
         if new is not None:
-            self._update_capacities(*new)
+            self._update_limits(new)
 
-    def _update_capacities(self, version: int, capacity: dict[str, int]) -> None:
+    def _update_limits(self, reply: dict[str, Any]) -> None:
+        """Learn the pool's capacities and rates from a reply (``limits()`` on the scheduler)."""
+        version = reply["version"]
         if version >= self._version:
             self._version = version
-            for key, value in capacity.items():
-                self.capacity[key] = value
+            capacity, new = self.capacity, False
+            for key, value in reply["capacity"].items():
+                if key in capacity:
+                    capacity[key] = value
+                else:
+                    new = True
+            if new:  # a new dict: the manager may be iterating the old one (statistics())
+                self.capacity = {**capacity, **reply["capacity"]}
+            if reply["rates"] or self.rates:
+                self.rates = {name: Rate(**fields) for name, fields in reply["rates"].items()}
 
     def _give_keys(self, keys: tuple[str, ...], rid: int | None) -> None:
         """Give back the tokens of one granted request with these keys (lock held)."""
@@ -737,9 +874,13 @@ class DaskLimits:
         if not rids:
             return  # the lease was lost: nothing is held any more
         if rid is None or rid not in rids:
-            rid = rids[-1]
+            # A release after the work ran: give back a request whose work started (with
+            # a rate, the scheduler returns the rate token of one that never started).
+            unstarted = self._unstarted
+            rid = next((r for r in reversed(rids) if r not in unstarted), rids[-1]) if unstarted else rids[-1]
         rids.remove(rid)
         self._held.discard(rid)
+        self._unstarted.discard(rid)
         self._n_granted -= 1
         self._send_locked(("give", rid))
         self._maybe_bye()
@@ -840,16 +981,19 @@ class DaskLimits:
         wakes = []
         with self._lock:
             if reply["version"] > self._version:  # applied on the manager's thread (it iterates them)
-                self._new_caps = (reply["version"], reply["capacity"])
-            for seq, rid in reply["grants"]:
+                self._new_limits = reply
+            for seq, rid, rated in reply["grants"]:
                 self._seen = max(self._seen, seq)
                 waiter = self._pending.pop(rid, None)
                 if waiter is None:
                     if rid not in self._held:  # not wanted (any more): make sure it goes back
                         self._send_locked(("give", rid))
                     continue
+                waiter.rated = rated  # first: the manager's thread may read admitted without the lock
                 waiter.admitted = True
                 self._held.add(rid)
+                if rated:
+                    self._unstarted.add(rid)
                 self._granted.setdefault(waiter.keys, []).append(rid)
                 self._n_granted += 1
                 if waiter.wake is not None:
@@ -870,6 +1014,7 @@ class DaskLimits:
             self._pending.clear()
             self._granted.clear()
             self._held.clear()
+            self._unstarted.clear()
             self._n_granted = 0
             self._ops.clear()
         for wake in wakes:

@@ -3,7 +3,8 @@
 Usage: ``python _shared_limits_child.py '<json>'`` with keys:
 
 * ``address``, ``pool``, ``backend`` ("asyncio" or "trio"), ``label``,
-  ``lease_timeout``, ``register`` (load the plugin from here, default true);
+  ``lease_timeout``, ``register`` (load the plugin from here, default true),
+  ``rates`` (the manager's ``rates=``);
 * ``mode``:
   - ``"batch"``: ``n`` tasklets with ``tags`` (a list, or a list of lists used in
     turn), each sleeping ``sleep`` s, started at once; ``max_concurrency``;
@@ -51,7 +52,9 @@ async def main(cfg: dict[str, Any]) -> dict[str, Any]:
         tags = cfg["tags"]
         tag_sets = tags if tags and isinstance(tags[0], list) else [tags]
         mode = cfg["mode"]
-        async with an.ExecutionManager(limits=limits, max_concurrency=cfg.get("max_concurrency", 8)) as em:
+        async with an.ExecutionManager(
+            limits=limits, max_concurrency=cfg.get("max_concurrency", 8), rates=cfg.get("rates")
+        ) as em:
             if mode == "batch":
                 handles = [
                     em.start(an.Tasklet(body, params={"sleep": cfg["sleep"], "label": label},

@@ -335,6 +335,7 @@ def close(readme: float, measured: float) -> bool:
 def test_the_readme_figures_are_the_recorded_results() -> None:
     s = results_tables()
     main, floor = section(s, "1. Throughput")
+    (shared,) = section(s, "10. Shared limits")
     expected = {
         r"`run_many` costs ([\d.]+)–([\d.]+)× a `gather`": column(main, "aura_nb / raw"),
         r"Aura-style design costs ([\d.]+)–([\d.]+)× `run_many`": column(main, "Aura-style / aura_nb"),
@@ -350,6 +351,10 @@ def test_the_readme_figures_are_the_recorded_results() -> None:
         r"([\d.]+)× the peak memory": column(section(s, "4. Events")[0], "ratio", **{"1,000,000 events": "peak memory (MiB)"}),
         r"planner takes ([\d.]+)× networkx": column(section(s, "5. Planner")[0], "ratio"),
         r"cost ([\d.]+)–([\d.]+)× plain `client.submit`": column(section(s, "7. Scale-out")[0], "ratio", target="met"),
+        r"cost ([\d.]+)–([\d.]+)× one `distributed.Semaphore`": column(shared, "shared / Semaphore"),
+        r"and ([\d.]+)–([\d.]+)× the manager's own limits": [
+            sh / lo for sh, lo in zip(column(shared, "shared pool"), column(shared, "local pool"), strict=True)
+        ],
     }  # fmt: skip
     for pattern, measured in expected.items():
         figures = readme_figures(pattern)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -157,6 +158,21 @@ def test_a_stream_of_small_tasklets_does_not_starve_a_big_one(address: str, chil
     assert any(e <= start for _, e, _ in small) and any(s >= end for s, _, _ in small)
 
 
+def test_two_processes_sharing_a_rate_never_exceed_it_together(address: str, children: Children, request: Any) -> None:
+    """'api' at 5/s for two managers (asyncio and trio): in no second did more than 5 bodies start."""
+    pool = pool_name(request)
+    common = dict(address=address, pool=pool, mode="batch", n=8, sleep=0.0, tags=["api"], rates={"api": "5/s"})
+    procs = [children.start(**common, backend=b, label=b) for b in ("asyncio", "trio")]
+    results = [children.result(p) for p in procs]
+    assert all(r["errors"] == [] for r in results)
+    starts = sorted(start for r in results for start, _, _ in r["intervals"])
+    assert len(starts) == 16
+    gaps = [later - first for first, later in zip(starts, starts[5:])]
+    assert min(gaps) >= 1.0, f"6 starts within {min(gaps):.4f} s"
+    # And the quota was used, not just respected: 16 starts at 5/s take three windows.
+    assert starts[-1] - starts[0] < 4.0, starts
+
+
 @pytest.mark.slow
 def test_a_killed_manager_gives_its_tokens_back_after_the_lease(
     address: str, client: distributed.Client, children: Children, request: Any
@@ -287,6 +303,64 @@ async def test_one_capacity_per_name_for_every_manager(client: distributed.Clien
 
 
 @pytest.mark.anyio
+async def test_a_capacities_argument_never_changes_a_shared_capacity_silently(
+    client: distributed.Client, request: Any
+) -> None:
+    """Only set_capacity changes what another manager declared, however up to date this one is;
+    a bare tag finds a capacity declared since this manager last heard from the scheduler."""
+    pool = pool_name(request)
+    early = DaskLimits(client, name=pool)  # before 'api' exists
+    async with an.ExecutionManager(limits=DaskLimits(client, name=pool, label="first"), capacities={"api": 2}):
+        async with an.ExecutionManager(limits=early) as em:
+            assert await em.submit(an.Tasklet(lambda: 5, resource_tags=["api"])) == 5
+        late = DaskLimits(client, name=pool)  # it knows 'api' already
+        with pytest.raises(an.ResourceTagError, match=r"capacity 3 contradicts the capacity 2 .* first"):
+            an.ExecutionManager(limits=late, capacities={"api": 3})
+        async with an.ExecutionManager(limits=DaskLimits(client, name=pool), capacities={"api": 2}) as same:
+            assert same.capacities["api"] == 2  # the same capacity again is no contradiction
+        with pytest.raises(an.ArgumentError, match="shared limits admit oldest first.*use admission='fifo'"):
+            an.ExecutionManager(limits=DaskLimits(client, name=pool), admission="bottleneck")
+
+
+@pytest.mark.anyio
+async def test_a_rate_is_shared_declared_once_and_changed_deliberately(
+    client: distributed.Client, request: Any
+) -> None:
+    pool = pool_name(request)
+
+    async def body() -> None:
+        pass
+
+    first = DaskLimits(client, name=pool, label="first")
+    async with an.ExecutionManager(limits=first, rates={"api": "2/s"}) as one:
+        with pytest.raises(an.ResourceTagError) as refused:
+            an.ExecutionManager(limits=DaskLimits(client, name=pool), rates={"api": "3/s"})
+        message = str(refused.value)
+        assert "rate 3/s contradicts the rate 2/s" in message and first.who in message
+        assert "set_rate('api', '3/s')" in message
+        async with an.ExecutionManager(limits=DaskLimits(client, name=pool, label="second")) as two:
+            assert two.rates == {"api": an.Rate(2, per=1.0)}  # declared elsewhere: known and kept there
+            handles = [one.start(an.Tasklet(body, resource_tags=["api"])) for _ in range(2)]
+            for h in handles:
+                await h
+            late = two.start(an.Tasklet(body, resource_tags=["api"], name="late"))  # the bare tag: the shared rate
+            await anyio.sleep(0.3)
+            assert late.status == "waiting"
+            limit = two.statistics().resources["api"]
+            assert (limit.rate, limit.per, limit.rate_used, limit.waiting) == (2, 1.0, 2, 1)
+            assert limit.next_token_in is not None and 0.2 < limit.next_token_in < 1.0
+            assert "api: quota used (2/s), next token in 0." in str(two.why(late))
+            one.set_rate("api", "10/s")  # deliberate: for both, live
+            with anyio.fail_after(0.9):  # sooner than the 2/s window would have let it
+                await late
+            assert two.rates == {"api": an.Rate(10, per=1.0)}
+            two.set_rate("api", None)
+            await anyio.sleep(0.1)
+            assert one.rates == {} and first.statistics()["rates"] == {}
+    assert shared_idle(first)
+
+
+@pytest.mark.anyio
 async def test_why_and_statistics_name_the_other_manager(client: distributed.Client, request: Any) -> None:
     pool = pool_name(request)
     busy = anyio.Event()
@@ -308,12 +382,88 @@ async def test_why_and_statistics_name_the_other_manager(client: distributed.Cli
         assert gpu.busy and gpu.in_use == 1 and gpu.holders == (f"{a.who} (1 tasklet)",)
         stats = em_b.statistics()
         assert stats.resources["gpu"].in_use == 1 and stats.waiting == 1
+        assert stats.resources["gpu"].held_elsewhere == (f"{a.who} (1 tasklet)",)
+        assert em_a.statistics().resources["gpu"].held_elsewhere == ()  # its own holder is not elsewhere
         shared = b.statistics()["managers"]
         assert shared[a.who] == {"holds": {"gpu": 1}, "waiting": 0}
         assert shared[b.who] == {"holds": {}, "waiting": 1}
         release.set()
         await holder
         await waiter
+
+
+@pytest.mark.anyio
+async def test_run_many_sends_its_requests_ahead_in_order_and_bounded(client: distributed.Client, request: Any) -> None:
+    """While another manager holds the GPU, a batch's requests already queue on the scheduler
+    (not one at a time, a round trip each), at most max_concurrency of them ahead; they are
+    admitted in batch order."""
+    pool = pool_name(request)
+    busy, release = anyio.Event(), anyio.Event()
+    order: list[int] = []
+
+    async def hold() -> None:
+        busy.set()
+        await release.wait()
+
+    async def step(i: int) -> None:
+        order.append(i)
+
+    other, mine = DaskLimits(client, name=pool, label="other"), DaskLimits(client, name=pool, label="mine")
+    async with an.ExecutionManager(limits=other) as em_other, an.ExecutionManager(limits=mine, max_concurrency=3) as em:
+        holder = em_other.start(an.Tasklet(hold, resource_tags=["gpu:1"]))
+        await busy.wait()
+        batch = [an.Tasklet(step, params={"i": i}, resource_tags=["gpu:1"]) for i in range(10)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(em.run_many, batch)
+
+            def queued() -> int:  # this manager's requests waiting on the scheduler
+                return mine.statistics()["managers"].get(mine.who, {}).get("waiting", 0)
+
+            with anyio.fail_after(5):
+                while queued() < 4:
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.2)  # and no more than that
+            assert queued() == 4  # 3 ahead, and the one that waits
+            release.set()
+        await holder
+        assert order == list(range(10))
+    assert shared_idle(mine)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the Workbench lives on Jupyter's asyncio loop
+@pytest.mark.anyio
+async def test_the_workbench_gauges_name_the_managers_holding_a_shared_resource(
+    client: distributed.Client, request: Any
+) -> None:
+    pool = pool_name(request)
+    busy, release = anyio.Event(), anyio.Event()
+
+    async def hold() -> None:
+        busy.set()
+        await release.wait()
+
+    other = DaskLimits(client, name=pool, label="other-notebook")
+    async with an.ExecutionManager(limits=other, rates={"api": "100/s"}) as em:
+        holders = [em.start(an.Tasklet(hold, resource_tags=tags)) for tags in (["gpu:1"], ["api"])]
+        await busy.wait()
+        wb = an.Workbench(limits=DaskLimits(client, name=pool, label="this-notebook"))
+        waiter = wb.submit(an.Tasklet(lambda: None, resource_tags=["gpu"]))
+
+        def row(name: str) -> str:
+            (found,) = re.findall(rf'<div class="aura-gauge aura-gauge-{name} .*?</div>', wb.gauges_widget.value)
+            return re.sub(r"<[^>]+>", "", found)  # its text
+
+        with anyio.fail_after(5):
+            while "1 waiting" not in row("gpu"):  # the pump shows it by itself
+                await anyio.sleep(0.02)
+        assert "1 / 1 in use · 1 waiting" in row("gpu") and f"held elsewhere: {other.who} (1 tasklet)" in row("gpu")
+        assert f"held elsewhere: {other.who} (1 tasklet)" in row("api")  # a rate-only resource's row
+        assert wb.gauges["gpu"].held_elsewhere == (f"{other.who} (1 tasklet)",)
+        release.set()
+        for h in holders:
+            await h
+        await waiter
+        await wb.aclose()
 
 
 def test_retried_messages_never_grant_twice() -> None:
@@ -327,7 +477,7 @@ def test_retried_messages_never_grant_twice() -> None:
         take_give = [("take", 1, ["gpu"], "t1", "n"), ("give", 1)]
         for _ in range(2):  # the second is the retry
             reply = ext.send("p", "m", take_give, 0, hello)
-        assert reply["grants"] == [[1, 1]] or reply["grants"] == [(1, 1)]
+        assert [list(g) for g in reply["grants"]] == [[1, 1, False]]  # (seq, request, takes a rate)
         pool = ext.pools["p"].pool
         assert pool.in_use["gpu"] == 0 and not ext.pools["p"].members["m"].requests
         # A queued request given back while its admission is on its way: nothing leaks.
@@ -337,5 +487,33 @@ def test_retried_messages_never_grant_twice() -> None:
         assert pool.in_use["gpu"] == 0 and pool.n_waiting == 0
         ext.send("p", "m", [("bye",)], 3, None)
         assert not ext.pools["p"].members
+
+    asyncio.run(main())
+
+
+def test_a_rate_token_counts_from_when_the_work_starts() -> None:
+    """The extension alone: a rate token of a grant is pending until the manager says its
+    work started ("run"); given back before that, it comes back; a manager that vanishes
+    with a grant whose start was never heard of has its token counted."""
+    from aura_nb.shared_limits import SharedLimits
+
+    async def main() -> None:
+        ext = SharedLimits()
+        hello = {"host": "h", "pid": 1, "label": "x", "lease_timeout": 5, "max_concurrency": 4}
+        assert ext.set_rate("p", "api", {"limit": 2, "per": 60.0}, False, "h:1 x")["ok"]
+        refused = ext.set_rate("p", "api", {"limit": 3, "per": 60.0}, False, "h:2 y")
+        assert refused == {"ok": False, "known": {"limit": 2, "per": 60.0}, "by": "h:1 x"}
+        takes = [("take", rid, ["api"], f"t{rid}", "n") for rid in (1, 2, 3)]
+        reply = ext.send("p", "m", takes, 0, hello)
+        assert [list(g) for g in reply["grants"]] == [[1, 1, True], [2, 2, True]]
+        pool = ext.pools["p"].pool
+        assert pool.rate_of("api")[1] == 2 and pool.n_waiting == 1  # taken, not started: still counted
+        ext.send("p", "m", [("give", 2)], 2)  # never started: its token comes back, and 3 gets it
+        await asyncio.sleep(0.01)
+        assert [list(g) for g in ext.pools["p"].members["m"].grants] == [[3, 3, True]]
+        ext.send("p", "m", [("run", 1), ("give", 1)], 3)  # started: its token stays out for 60 s
+        assert pool.rate_of("api")[1] == 2 and pool.in_use["api"] == 1
+        ext._forget(ext.pools["p"], ext.pools["p"].members["m"])  # lease expired with 3 granted
+        assert pool.rate_of("api")[1] == 2 and pool.in_use["api"] == 0
 
     asyncio.run(main())

@@ -613,6 +613,18 @@ def test_a_held_back_token_is_its_own_segment_with_a_caption() -> None:
     assert '<span class="aura-gauge-state">full</span>' in plain
 
 
+def test_a_shared_limit_names_the_other_managers_holding_it() -> None:
+    """Shared limits: who else holds the tokens, beside the state; the first two shown, all on hover."""
+    others = ("vm:101 train.ipynb (1 tasklet)", "vm:102 <b>eval</b> (2 tasklets)", "gpu-box:7 nightly.py (1 tasklet)")
+    row = _dashboard.gauge_html(LimitStatistics("gpu", 4, 4, 1, held_elsewhere=others))
+    note = re.sub(r"<[^>]+>", "", re.search(r'<span class="aura-gauge-note">(.*)</span></div>', row)[1])
+    assert note.startswith("full · held elsewhere: vm:101 train.ipynb (1 tasklet), vm:102 &lt;b&gt;eval&lt;/b&gt;")
+    assert "+1 more" in note and "<b>eval</b>" not in row  # a label is text, never markup
+    assert "gpu-box:7 nightly.py (1 tasklet)" in row  # on hover
+    assert "held by vm:101 train.ipynb (1 tasklet)" in repr(LimitStatistics("gpu", 4, 4, 1, held_elsewhere=others))
+    assert "held elsewhere" not in _dashboard.gauge_html(LimitStatistics("gpu", 4, 4, 1))  # a manager's own limits
+
+
 def test_the_event_log_falling_behind_is_a_visible_warning() -> None:
     def Log(pending: int, lag: float, error: str | None) -> LogHealth:  # noqa: N802
         return LogHealth("runs.sqlite", pending, lag, error, error is None)

@@ -11,6 +11,10 @@ One helper worker is always ready while tasklets remain unfed: it runs as soon a
 every other worker is suspended (in a tasklet, or waiting in the pool), so slots freed
 by anyone never sit idle. Workers stay bounded: each runs an admitted tasklet or holds
 its group's place in the pool's queue.
+
+With shared limits a request is answered a round trip later: while the pool says a
+waiter is ``ahead`` (sent, not known to wait; at most ``max_concurrency`` of them), the
+next of its group is fed at once, so the requests of a batch share the messages.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ class Batch:
                 self.on_result(i)
             return i, None
         waiter = run.waiter = em._pool.try_acquire(run.keys, run)
-        if waiter is None or waiter.admitted:
+        if waiter is None or waiter.admitted or waiter.ahead:  # ahead: shared limits' request on its way
             if queue:  # the next of its group may be fed at once
                 heapq.heapreplace(heads, (queue[0], tags))
             else:

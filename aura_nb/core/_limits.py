@@ -73,6 +73,9 @@ ADMISSION_POLICIES = ("fifo", "bottleneck")
 
 class _Waiter:
     __slots__ = ("seq", "queue", "owner", "admitted", "closed", "future", "event", "passed", "windows")
+    #: Not known to wait yet, so run_many may feed the next of its group meanwhile: only
+    #: shared limits' requests, on their way to the scheduler; a local waiter does wait.
+    ahead = False
 
     def __init__(self, seq: int, queue: _Queue, owner: Any) -> None:
         self.seq = seq
@@ -196,6 +199,22 @@ class ResourcePool:
         self._dispatch()
         return waiter
 
+    def join(self, keys: tuple[str, ...], owner: Any) -> _Waiter:
+        """:meth:`try_acquire` that always returns the waiter, admitted at once if the tokens are free.
+
+        For owners that start their work later than this pool can see (shared limits:
+        in another process): the rate tokens it takes start their window at
+        :meth:`started`, not at admission. Wait for it with ``wait(waiter, start=False)``.
+        """
+        waiter = self._enqueue(keys, owner)
+        self._dispatch()
+        return waiter
+
+    def started(self, waiter: _Waiter) -> None:
+        """Its work starts now: the rate tokens it took start their window (see :meth:`join`)."""
+        if waiter.windows is not None and waiter.admitted:
+            self._use(waiter)
+
     def requeue(self, keys: tuple[str, ...], owner: Any, place: float | None) -> _Waiter | None:
         """:meth:`try_acquire` for a tasklet that was in line before (a retry): it keeps its place.
 
@@ -210,8 +229,11 @@ class ResourcePool:
         self._dispatch()
         return waiter
 
-    async def wait(self, waiter: _Waiter) -> None:
-        """Wait until ``waiter`` is admitted; on cancellation leave nothing behind."""
+    async def wait(self, waiter: _Waiter, *, start: bool = True) -> None:
+        """Wait until ``waiter`` is admitted; on cancellation leave nothing behind.
+
+        ``start=False``: its rate tokens start their window at :meth:`started`, not now.
+        """
         try:
             if not waiter.admitted and not waiter.closed:
                 try:
@@ -227,7 +249,7 @@ class ResourcePool:
         except BaseException:
             self.cancel_waiter(waiter)
             raise
-        if waiter.windows is not None:
+        if waiter.windows is not None and start:
             self._use(waiter)
         if waiter.closed:
             raise ManagerClosedError("the manager was closed while this tasklet waited for resources")

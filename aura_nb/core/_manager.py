@@ -271,7 +271,7 @@ class ExecutionManager:
         where = f"set_capacity({shown(name)}, {shown(capacity)})"
         check_resource_name(name, where=where)
         capacity = positive_int(capacity, what="capacity", where=where, error=ResourceTagError)
-        self._resolver.declare(name, capacity, "set_capacity()")
+        self._resolver.declare(name, capacity, "set_capacity()", change=True)
         self._resolver.keys.clear()
 
     def set_rate(self, name: str, rate: Rate | str | None) -> None:
@@ -288,7 +288,7 @@ class ExecutionManager:
         where = f"set_rate({shown(name)}, {shown(rate)})"
         check_resource_name(name, where=where)
         parsed = None if rate is None else Rate.parse(rate, where=where)
-        self._resolver.declare_rate(name, parsed, "set_rate()")
+        self._resolver.declare_rate(name, parsed, "set_rate()", change=True)
 
     @property
     def rates(self) -> Mapping[str, Rate]:
@@ -894,6 +894,7 @@ class ExecutionManager:
         cap, used, waiting = pool.capacity, pool.in_use, pool.waiting
         owner, held = pool.held_back()
         held_for = _label(owner.tasklet) if owner is not None else None
+        others = pool.remote_holders() if hasattr(pool, "remote_holders") else {}  # shared limits
 
         def limit(key: str) -> LimitStatistics:
             n = held.get(key, 0)
@@ -901,11 +902,12 @@ class ExecutionManager:
             if rate is not None:
                 return LimitStatistics(
                     key, cap[key], used[key], waiting[key], n, held_for if n else None,
-                    rate[0].limit, rate[0].per, rate[1], rate[2],
+                    rate[0].limit, rate[0].per, rate[1], rate[2], tuple(others.get(key, ())),
                 )  # fmt: skip
             return LimitStatistics(
-                "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None
-            )
+                "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None,
+                held_elsewhere=tuple(others.get(key, ())),
+            )  # fmt: skip
 
         return ManagerStatistics(
             t=_now(),

@@ -42,6 +42,9 @@ class Resolver:
 
     def __init__(self, pool: ResourcePool) -> None:
         self.pool = pool
+        # Shared limits (e.g. DaskLimits) refuse a capacity or rate that contradicts
+        # another manager's, unless it is a deliberate change (set_capacity, set_rate).
+        self._shared = not isinstance(pool, ResourcePool)
         self.plans: dict[str, Plan] = {}
         self.origin: dict[str, str] = {}  # where each capacity was declared, for errors
         self._spelling: dict[str, str] = {}  # casefolded name -> the declared spelling
@@ -73,23 +76,24 @@ class Resolver:
                 f"write {known!r} (two spellings would be two separate limits)"
             )
 
-    def declare(self, name: str, capacity: int, origin: str) -> None:
+    def declare(self, name: str, capacity: int, origin: str, *, change: bool = False) -> None:
+        """Declare a capacity; ``change``: deliberately (``set_capacity``), even if shared."""
         self.check_spelling(name, origin)
-        self.pool.declare(name, capacity)
+        self.pool.declare(name, capacity, **self._change(change))
         self._spelling[name.casefold()] = name
         self.origin[name] = origin
 
-    def declare_rate(self, name: str, rate: Rate | None, origin: str) -> None:
+    def declare_rate(self, name: str, rate: Rate | None, origin: str, *, change: bool = False) -> None:
         """Give a resource a rate quota (it may have a capacity too, or get one from a tag)."""
         self.check_spelling(name, origin)
         if not callable(getattr(self.pool, "set_rate", None)):
-            raise ArgumentError(
-                f"{origin}: rate quotas are kept by this process's own limits; shared limits "
-                f"({type(self.pool).__name__}) have capacities only"
-            )
-        self.pool.set_rate(name, rate)
+            raise ArgumentError(f"{origin}: these limits ({type(self.pool).__name__}) keep no rate quotas")
+        self.pool.set_rate(name, rate, **self._change(change))
         self._spelling[name.casefold()] = name
         self.origin.setdefault(name, origin)
+
+    def _change(self, change: bool) -> dict[str, bool]:
+        return {"change": change} if self._shared else {}
 
     # -- one tasklet -----------------------------------------------------------------
     def validate(
@@ -138,6 +142,10 @@ class Resolver:
         for (name, cap), tag in zip(parse_tags(tags), tags):
             where = f"resource tag {tag!r} of tasklet {tasklet.id} ({tasklet.name!r})"
             known = capacity.get(name)
+            if known is None and cap is None and self._shared:  # declared by another manager meanwhile?
+                self.pool.refresh()  # type: ignore[attr-defined]
+                capacity = self.pool.capacity
+                known = capacity.get(name)
             if known == UNLIMITED and cap is not None:
                 known = None  # a rate-only resource: the first 'name:N' tag gives it a capacity
             if known is None:

@@ -37,6 +37,9 @@ class LimitStatistics:
     per: float | None = None
     rate_used: int = 0
     next_token_in: float | None = None
+    #: Shared limits: the other managers holding tokens of it now, as
+    #: ``"host:pid label (2 tasklets)"`` (their tokens count in ``in_use``).
+    held_elsewhere: tuple[str, ...] = ()
 
     @property
     def unlimited(self) -> bool:
@@ -60,7 +63,8 @@ class LimitStatistics:
         held = f", {self.held_back} held back for {self.held_for}" if self.held_back else ""
         cap = "inf" if self.unlimited else self.capacity
         rate = f", rate {self.rate_used}/{self.rate} per {self.per:g}s" if self.rate is not None else ""
-        return f"<{self.name}: {self.in_use}/{cap} in use{rate}, {self.waiting} waiting{held}>"
+        elsewhere = f", held by {'; '.join(self.held_elsewhere)}" if self.held_elsewhere else ""
+        return f"<{self.name}: {self.in_use}/{cap} in use{elsewhere}{rate}, {self.waiting} waiting{held}>"
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,9 @@ RETRIES_TIP = (
     "retries: attempts beyond the first, of tasklets with a retry policy (each failed attempt that was tried "
     "again). Every attempt is in the events' attempt column and in runs()['attempts']."
 )
+ELSEWHERE_TIP = (
+    "shared limits: other managers of the pool (host:process label) hold these tokens now; they count in 'in use'."
+)
 _USED_TIP = "in use: tokens held by running (or planning) tasklets"
 _FREE_TIP = "free: tokens nobody holds or waits for"
 
@@ -282,6 +285,8 @@ def quota_html(limit: LimitStatistics, *, alone: bool = False) -> str:
     elif level == "busy":
         notes.append('<span class="aura-gauge-state">busy</span>')
     notes.append(f'<span class="aura-gauge-blocked" title="{esc(BLOCKED_TIP)}">{blocked} blocked here</span>')
+    if alone and (elsewhere := elsewhere_note(limit)) is not None:  # else the capacity row says it
+        notes.insert(0, elsewhere)
     text = quota_caption(limit)
     if alone:
         text += f" · {limit.waiting} waiting"
@@ -321,6 +326,9 @@ def _capacity_html(limit: LimitStatistics) -> str:
         notes.append(f'<span class="aura-gauge-held" title="{esc(HELD_TIP)}">{held} held for {who}{tail}</span>')
     notes.append(f'<span class="aura-gauge-blocked" title="{esc(BLOCKED_TIP)}">{blocked} blocked here</span>')
     bar_title = f"{limit.in_use} in use, {held} held back, {max(0, limit.capacity - limit.in_use - held)} free"
+    if (elsewhere := elsewhere_note(limit)) is not None:  # right after the state: who else has it
+        notes.insert(1 if state else 0, elsewhere)
+        bar_title += f"; held elsewhere by {'; '.join(limit.held_elsewhere)}"
     return (
         f'<div class="aura-gauge aura-gauge-{css_name(limit.name)} aura-load-{level}" '
         f'data-in-use="{limit.in_use}" data-capacity="{limit.capacity}" data-waiting="{limit.waiting}" '
@@ -329,6 +337,20 @@ def _capacity_html(limit: LimitStatistics) -> str:
         f"{_bar(limit.in_use, held, limit.capacity, title=bar_title)}"
         f'<span class="aura-gauge-text" title="{esc(WAITING_TIP)}">{caption(limit)}</span>'
         f'<span class="aura-gauge-note">{" · ".join(notes)}</span></div>'
+    )
+
+
+def elsewhere_note(limit: LimitStatistics) -> str | None:
+    """Shared limits: which other managers hold tokens of this limit (the first two, all on hover)."""
+    others = getattr(limit, "held_elsewhere", ())
+    if not others:
+        return None
+    shown = ", ".join(name_html(who, 36) for who in others[:2])
+    more = f" +{len(others) - 2} more" if len(others) > 2 else ""
+    hover = display_text("; ".join(others), 2_000)
+    return (
+        f'<span class="aura-gauge-elsewhere" title="{esc(ELSEWHERE_TIP + " " + hover)}">'
+        f"held elsewhere: {shown}{more}</span>"
     )
 
 

@@ -197,6 +197,11 @@ class _Gauge:
         return dash.held_back(self._last)[0] if self._last else 0
 
     @property
+    def held_elsewhere(self) -> tuple[str, ...]:
+        """Shared limits: the other managers holding tokens of it (``"host:pid label (n tasklets)"``)."""
+        return self._last.held_elsewhere if self._last else ()
+
+    @property
     def level(self) -> str:
         """``"ok"``, ``"busy"`` (>= 70 % in use) or ``"full"``."""
         return dash.load_level(self._last) if self._last else "ok"
