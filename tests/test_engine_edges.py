@@ -689,6 +689,19 @@ async def test_why_of_a_finished_tasklet_gives_its_terminal_status() -> None:
         assert em.why(bad).status == "failed"
 
 
+
+async def test_why_of_a_tasklet_admitted_but_not_yet_running_does_not_say_it_is_not_waiting() -> None:
+    async def f() -> None:
+        pass
+
+    async with an.ExecutionManager() as em:
+        handle = em.start(an.Tasklet(f, name="next"))  # its tokens are taken; its task has not run yet
+        report = em.why(handle)
+        assert report.status == "waiting" and report.position is None
+        assert "is not in the queue: its tokens were granted" in str(report)
+        assert "not waiting: it is waiting" not in str(report)
+        await handle
+
 # -- 12. "GPU:1" next to "gpu:1" --------------------------------------------------------
 
 

@@ -139,6 +139,11 @@ class WaitReport:
                 f"{head} is not submitted yet: it waits in its run_many batch until the tasklets before it "
                 "with the same tags were admitted."
             )
+        if self.position is None and self.status == "waiting":  # admitted, or its request is on its way
+            return (
+                f"{head} is not in the queue: its tokens were granted (or, with shared limits, its request is on "
+                "its way to the scheduler); it starts as soon as its task runs."
+            )
         if self.position is None:
             return f"{head} is not waiting: it is {display_text(self.status)}."
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
