@@ -5,14 +5,18 @@ allows call ``api_key_A`` (a server limit of 20 requests in any 1 s) and, in the
 manager, ``api_key_B`` (capacity 5, each answer takes 250 ms). Two ways to write
 api_key_A's quota, each on both backends:
 
-* ``20/s``, the plain sliding window: at most 20 *starts* in any 1 s (its own
-  guarantee and its target), but the 20 tokens may be taken at the same instant. The
-  client then sends those requests over its own tens of milliseconds, in an order that
-  differs from one burst to the next, so the server can count more than 20 arrivals in
-  a window that straddles two bursts. Shown for contrast: not a target for arrivals.
+* ``20/s``, the plain sliding window, shown for contrast (no target): its 20 tokens may
+  be taken at the same instant. The client then sends those requests over its own tens
+  of milliseconds, in an order that differs from one burst to the next, so the server
+  can count more than 20 arrivals in a window that straddles two bursts. Its starts
+  can show 21 too: the window is exact on the tokens' times, and a body starts
+  microseconds later, but a pause of the collector or of the OS between the two (1 to
+  30 ms in this client) outlasts the 1 ms guard, and here each token is taken again
+  the moment it comes back.
 * ``20/s burst 1 margin 30ms``, what the README advises against a server that counts
   arrivals: one start per 50 ms, and each token out 30 ms longer than the second, room
-  for the latency's remaining jitter. Target: at most 20 *arrivals* in any 1 s.
+  for the latency's remaining jitter. Targets: at most 20 *arrivals* (and starts) in
+  any 1 s, and the throughput.
 
 Counted by the server: the most api_key_A requests in any 1-second window, the shortest
 span of 21 consecutive arrivals (over 1,000 ms: no window holds 21), the throughput
@@ -38,8 +42,8 @@ from aura_nb.examples.quota_server import max_in_window
 
 from ._util import table
 
-#: (how the quota is written, what its target bounds): unpaced first, for contrast.
-RATES = (("{quota}/s", "starts"), ("{quota}/s burst 1 margin 30ms", "arrivals"))
+#: (how the quota is written, whether it has targets): unpaced first, for contrast.
+RATES = (("{quota}/s", False), ("{quota}/s burst 1 margin 30ms", True))
 
 
 class _Remote:
@@ -103,19 +107,20 @@ async def _drive(url: str, seconds: float, quota: int, rate: str) -> dict[str, A
 def run(seconds: float = 10.0, quota: int = 20, backends: tuple[str, ...] = ("asyncio", "trio")) -> dict[str, Any]:
     rows, ok = [], True
     for backend in backends:
-        for text, bounds in RATES:
+        for text, targeted in RATES:
             rate = text.format(quota=quota)
             gc.collect()  # the previous row's garbage is not this one's pause (as in _util.timed)
             r = anyio.run(_run, seconds, quota, rate, backend=backend)
             good = (
-                r[f"max_{bounds}"] <= quota and r["max_starts"] <= quota and r["throughput"] >= 0.95 * quota
+                r["max_arrivals"] <= quota and r["max_starts"] <= quota and r["throughput"] >= 0.95 * quota
                 and r["b_in_flight"] <= 5
             )  # fmt: skip
-            ok &= good
-            rows.append([backend, f"`{rate}`", f"{bounds} ≤ {quota}", r["max_starts"], r["max_arrivals"],
+            ok &= good or not targeted
+            met = ("yes" if good else "**no**") if targeted else "no target (contrast)"
+            rows.append([backend, f"`{rate}`", r["max_starts"], r["max_arrivals"],
                          f"{r['span'] * 1000:.0f}", f"{r['throughput']:.2f}/s ({r['throughput'] / quota:.1%})",
-                         f"{r['spread_ms']:.1f}", r["b_in_flight"], r["b_requests"], "yes" if good else "**no**"])  # fmt: skip
-    headers = ["backend", "api_key_A quota", "its target / 1 s", "api_key_A max starts / 1 s",
+                         f"{r['spread_ms']:.1f}", r["b_in_flight"], r["b_requests"], met])  # fmt: skip
+    headers = ["backend", "api_key_A quota", "api_key_A max starts / 1 s",
                "api_key_A max arrivals / 1 s", f"shortest span of {quota + 1} arrivals (ms)", "api_key_A throughput",
                "client latency spread (ms)", "api_key_B max in flight", "api_key_B requests", "targets met"]  # fmt: skip
     return {"markdown": table(headers, rows), "ok": ok}

@@ -63,6 +63,8 @@ _TEXT = re.compile(
 #: A token comes back this much after ``per`` (seconds): the work starts a few
 #: microseconds after its token was taken, by an amount that varies, so without it
 #: two starts could be a hair less than ``per`` apart. It costs 0.1% of a 1/s quota.
+#: A pause of the collector or of the OS between the two can be longer: ``margin``
+#: covers that as well as the latency's jitter.
 GUARD = 0.001
 #: A rate's window may not be longer than this (a day): a token must come back some day.
 MAX_PER = 86400.0
