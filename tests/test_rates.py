@@ -219,34 +219,31 @@ async def test_burst_1_spaces_the_starts_evenly_and_the_window_still_holds() -> 
     assert_nothing_held(em)
 
 
-async def test_a_burst_lets_that_many_start_together_then_waits_its_pacing_window() -> None:
-    """6 per 0.6 s, burst 2: at most 2 starts in any 0.2 s, and at most 6 in any 0.6 s."""
+async def ten_starts(rate: str) -> list[float]:
+    """When each of ten no-op tasklets tagging ``api`` started, under ``rates={"api": rate}``."""
 
     async def body() -> None:
         pass
 
     with anyio.fail_after(LIMIT):
-        async with an.ExecutionManager(max_concurrency=50, rates={"api": "6/0.6s burst 2"}) as em:
+        async with an.ExecutionManager(max_concurrency=50, rates={"api": rate}) as em:
             await em.run_many([an.Tasklet(body, resource_tags=["api"]) for _ in range(10)])
-    t = starts(em)
+    assert_nothing_held(em)
+    return starts(em)
+
+
+async def test_a_burst_lets_that_many_start_together_then_waits_its_pacing_window() -> None:
+    """6 per 0.6 s, burst 2: at most 2 starts in any 0.2 s, and at most 6 in any 0.6 s."""
+    t = await ten_starts("6/0.6s burst 2")
     assert max_in_window(t, 0.2 - LATE) == 2 and max_in_window(t, 0.6) <= 6
     assert t[-1] - t[0] >= 4 * 0.2 - LATE  # five pairs, a pacing window apart
-    assert_nothing_held(em)
 
 
 async def test_a_margin_keeps_each_token_out_that_much_longer() -> None:
     """4 per 0.2 s with a margin of 0.1 s: at most 4 starts in any 0.3 s."""
-
-    async def body() -> None:
-        pass
-
-    with anyio.fail_after(LIMIT):
-        async with an.ExecutionManager(max_concurrency=50, rates={"api": "4/0.2s margin 100ms"}) as em:
-            await em.run_many([an.Tasklet(body, resource_tags=["api"]) for _ in range(10)])
-    t = starts(em)
+    t = await ten_starts("4/0.2s margin 100ms")
     assert max_in_window(t, 0.3) == 4
     assert t[-1] - t[0] >= 2 * 0.3
-    assert_nothing_held(em)
 
 
 async def test_against_a_real_server_a_paced_quota_with_a_margin_holds_where_the_server_counts() -> None:
@@ -285,49 +282,6 @@ async def test_against_a_real_server_a_paced_quota_with_a_margin_holds_where_the
     assert min(a[i + 10] - a[i] for i in range(len(a) - 10)) >= 0.5 + margin - spread
     assert max_in_window(a, 0.5) <= 10 or spread >= margin
     assert server.max_in_flight["api_key_B"] <= 2 and len(server.arrivals["api_key_B"]) == 8
-
-
-async def test_why_and_statistics_show_the_pacing() -> None:
-    async def body() -> None:
-        pass
-
-    with anyio.fail_after(LIMIT):
-        async with an.ExecutionManager(rates={"api_key_A": "2/s burst 1"}) as em:  # one per 0.5 s
-            handles = [em.start(an.Tasklet(body, resource_tags=["api_key_A"])) for _ in range(3)]
-            await anyio.sleep(0.05)
-            limit = em.statistics().resources["api_key_A"]
-            assert (limit.rate, limit.per, limit.burst, limit.rate_used, limit.waiting) == (2, 1.0, 1, 1, 2)
-            assert 0.3 < limit.next_token_in <= 0.5  # the quota has a token: the pacing holds it
-            assert "rate 1/2 per 1s burst 1, 2 waiting" in repr(limit)
-            text = str(em.why(handles[1]))
-            assert re.search(r"api_key_A: paced \(2/s burst 1\), next token in 0\.[345] s", text), text
-            assert em.rates == {"api_key_A": an.Rate(2, per=1.0, burst=1)}
-            for h in handles:
-                await h
-        assert_nothing_held(em)
-
-
-async def test_set_rate_live_paces_and_unpaces_the_waiters() -> None:
-    async def body() -> None:
-        pass
-
-    with anyio.fail_after(LIMIT):
-        async with an.ExecutionManager(rates={"api": "1/60s"}) as em:
-            await em.submit(an.Tasklet(body, resource_tags=["api"]))
-            waiting = [em.start(an.Tasklet(body, resource_tags=["api"])) for _ in range(3)]
-            await anyio.sleep(0.05)
-            em.set_rate("api", "20/s burst 1")  # one per 50 ms: they start one by one
-            for h in waiting:
-                await h
-            t = starts(em)
-            assert min(b - a for a, b in zip(t, t[1:], strict=False)) >= 0.05 - LATE
-            em.set_rate("api", an.Rate(20, per=1.0))  # no pacing: the next three start together
-            more = [em.start(an.Tasklet(body, resource_tags=["api"])) for _ in range(3)]
-            for h in more:
-                await h
-            t = starts(em)
-            assert len(t) == 7 and t[-1] - t[-3] < 0.04
-    assert_nothing_held(em)
 
 
 # -- atomic, fair, and nothing held while waiting ------------------------------------------------
@@ -393,22 +347,33 @@ async def test_the_oldest_waiter_holds_back_the_next_rate_token(rate: str) -> No
     assert_nothing_held(em)
 
 
-async def test_why_and_statistics_show_the_quota() -> None:
+@pytest.mark.parametrize(
+    ("rate", "used", "soonest", "latest", "shown", "says"),
+    [(an.Rate(2, per=1.0), 2, 0.5, 1.0, "rate 2/2 per 1s, 1 waiting", r"quota used \(2/s\), next token in (0\.9|1\.0) s"),
+     (an.Rate(2, per=1.0, burst=1), 1, 0.3, 0.5, "rate 1/2 per 1s burst 1, 2 waiting",
+      r"paced \(2/s burst 1\), next token in 0\.[345] s")],
+    ids=["used up", "paced"],
+)  # fmt: skip
+async def test_why_and_statistics_show_the_quota(
+    rate: an.Rate, used: int, soonest: float, latest: float, shown: str, says: str
+) -> None:
+    """Used up, the quota counts down to its next token; paced (one per 0.5 s), to the next start."""
+
     async def body() -> None:
         pass
 
     with anyio.fail_after(LIMIT):
-        async with an.ExecutionManager(rates={"api_key_A": "2/s"}) as em:
+        async with an.ExecutionManager(rates={"api_key_A": str(rate)}) as em:
             handles = [em.start(an.Tasklet(body, resource_tags=["api_key_A"])) for _ in range(3)]
             await anyio.sleep(0.05)
             limit = em.statistics().resources["api_key_A"]
-            assert (limit.rate, limit.per, limit.rate_used, limit.waiting) == (2, 1.0, 2, 1)
+            assert (limit.rate, limit.per, limit.burst, limit.rate_used, limit.waiting) == (2, 1.0, rate.burst, used, 3 - used)
             assert limit.unlimited and limit.capacity == UNLIMITED
-            assert 0.5 < limit.next_token_in <= 1.0 and limit.load == 1.0
-            assert "rate 2/2 per 1s" in repr(limit)
+            assert soonest < limit.next_token_in <= latest and limit.load == used / 2
+            assert shown in repr(limit)
             text = str(em.why(handles[2]))
-            assert "api_key_A: quota used (2/s), next token in 0.9 s" in text or "next token in 1.0 s" in text
-            assert em.rates == {"api_key_A": an.Rate(2, per=1.0)}
+            assert re.search("api_key_A: " + says, text), text
+            assert em.rates == {"api_key_A": rate}
             for h in handles:
                 await h
         assert_nothing_held(em)
@@ -450,6 +415,29 @@ async def test_a_shorter_window_set_while_waiting_wakes_the_waiter_sooner() -> N
             await anyio.sleep(0.05)
             em.set_rate("api", "1/0.2s")  # the token taken 0.05 s ago comes back in 0.15 s
             await waiting
+    assert_nothing_held(em)
+
+
+async def test_set_rate_live_paces_and_unpaces_the_waiters() -> None:
+    async def body() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "1/60s"}) as em:
+            await em.submit(an.Tasklet(body, resource_tags=["api"]))
+            waiting = [em.start(an.Tasklet(body, resource_tags=["api"])) for _ in range(3)]
+            await anyio.sleep(0.05)
+            em.set_rate("api", "20/s burst 1")  # one per 50 ms: they start one by one
+            for h in waiting:
+                await h
+            t = starts(em)
+            assert min(b - a for a, b in zip(t, t[1:], strict=False)) >= 0.05 - LATE
+            em.set_rate("api", an.Rate(20, per=1.0))  # no pacing: the next three start together
+            more = [em.start(an.Tasklet(body, resource_tags=["api"])) for _ in range(3)]
+            for h in more:
+                await h
+            t = starts(em)
+            assert len(t) == 7 and t[-1] - t[-3] < 0.04
     assert_nothing_held(em)
 
 

@@ -40,7 +40,8 @@ resource with a rate also needs a rate token, taken in the same all-or-nothing s
 back for the oldest waiter like a capacity token, and given back by the clock ``per``
 seconds after it was taken instead of at release (a paced rate, ``burst`` below its
 limit, also keeps its admissions apart: :class:`~._rates.Window` counts both windows as
-the tokens that are free). A queue blocked by a rate is parked on that resource; the pool's one :class:`~._rates.Timer`, armed for the earliest expiry a
+the tokens that are free). A queue blocked by a rate is parked on that resource; the
+pool's one :class:`~._rates.Timer`, armed for the time the window next frees a token a
 waiter needs, unparks it. Without a declared rate this costs one test of an empty dict.
 
 Cost: waiters with the same set of resources share one queue; the heads of the queues

@@ -281,10 +281,12 @@ class ExecutionManager:
         most that many tasklets tagging ``name`` are admitted in any window of ``per``
         seconds (a sliding window). ``"20/s burst 1"`` (``an.Rate(20, per=1.0, burst=1)``)
         also paces them: at most ``burst`` in any ``burst * per / limit`` seconds;
-        ``"20/s burst 1 margin 20ms"`` keeps each token out 20 ms longer, room for the
-        jitter of the latency to a server that counts arrivals. The rate token is taken in the same all-or-nothing step as every other limit and
-        comes back ``per`` seconds after it was taken, not at release. A resource named here for the first time has no capacity (any number
-        at once); a tag ``name:N`` or :meth:`set_capacity` can add one. Lowering a rate
+        ``"20/s burst 1 margin 30ms"`` keeps each token out 30 ms longer, room for the
+        jitter of the latency to a server that counts arrivals. The rate token is taken
+        in the same all-or-nothing step as every other limit and comes back ``per``
+        (+ ``margin``) seconds after it was taken, not at release. A resource named
+        here for the first time has no capacity (any number at once); a tag
+        ``name:N`` or :meth:`set_capacity` can add one. Lowering a rate
         preempts nothing: tokens taken in the current window still count.
         """
         where = f"set_rate({shown(name)}, {shown(rate)})"
