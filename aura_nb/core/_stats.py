@@ -31,7 +31,7 @@ class LimitStatistics:
     held_back: int = 0
     held_for: str | None = None
     #: A rate quota, if the resource has one: at most ``rate`` admissions in any ``per``
-    #: seconds; ``rate_used`` of them were taken in the last ``per`` seconds, and the
+    #: seconds; ``rate_used`` of its tokens are out (taken in the last ``per`` seconds), and the
     #: next comes back in ``next_token_in`` seconds (None: none is out). ``burst``: at
     #: most that many in any ``burst * per / rate`` seconds (equal to ``rate``: not paced);
     #: while pacing keeps the next one waiting, ``next_token_in`` counts down to it.
@@ -67,8 +67,8 @@ class LimitStatistics:
         rate = f", rate {self.rate_used}/{self.rate} per {self.per:g}s" if self.rate is not None else ""
         if self.burst is not None and self.burst != self.rate:
             rate += f" burst {self.burst}"
-        if self.margin:
-            rate += f" margin {self.margin:g}s"
+        if self.margin:  # written as the rate writes it ("20/s burst 1 margin 30ms")
+            rate += f" margin {self.margin * 1000:g}ms" if self.margin < 1 else f" margin {self.margin:g}s"
         return f"<{self.name}: {self.in_use}/{cap} in use{rate}, {self.waiting} waiting{held}>"
 
 
