@@ -8,6 +8,7 @@ and from the log's ``before_task_run`` times, never from sleeps in the test.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import anyio
@@ -21,6 +22,10 @@ from aura_nb.examples.quota_server import QuotaServer, max_in_window
 pytestmark = pytest.mark.anyio
 
 LIMIT = 30  # seconds: every test here ends in a few
+#: A body may start this much after its rate token's time (a pause of the collector or
+#: of the OS between the two). The sliding window's own guard is 1 ms; a pacing window's
+#: is 0.1% of it (50 us at one per 50 ms), so the starts are checked against it with this.
+LATE = 0.001
 
 
 def starts(em: an.ExecutionManager, tag: str | None = None) -> list[float]:
@@ -59,6 +64,52 @@ def test_a_bad_rate_is_refused_with_a_message_that_shows_the_way(bad: object) ->
         an.ExecutionManager(rates={"api": bad})  # type: ignore[dict-item]
     message = str(info.value)
     assert "rates['api']" in message and len(message) < 300
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("20/s burst 1", an.Rate(20, per=1.0, burst=1)), ("20/s, burst=5", an.Rate(20, per=1.0, burst=5)),
+     ("20/s burst 1 margin 30ms", an.Rate(20, per=1.0, burst=1, margin=0.03)),
+     ("5/2s margin 0.1s", an.Rate(5, per=2.0, margin=0.1)), ("20/s burst 20", an.Rate(20))],
+)  # fmt: skip
+def test_a_paced_rate_is_written_as_text_or_as_a_rate(text: str, rate: an.Rate) -> None:
+    assert an.Rate.parse(text) == rate
+    assert an.Rate.parse(str(rate)) == rate  # str() writes the text form back
+    assert rate.burst is not None and 1 <= rate.burst <= rate.limit
+
+
+def test_the_default_burst_is_the_limit_and_reads_as_before() -> None:
+    assert an.Rate(20) == an.Rate(20, per=1.0, burst=20) and an.Rate(20).burst == 20
+    assert str(an.Rate(20)) == "20/s" and an.Rate(20).spacing is None
+    assert str(an.Rate(20, burst=1, margin=0.03)) == "20/s burst 1 margin 30ms"
+    assert an.Rate(20, burst=1).spacing == 0.05 and an.Rate(6, per=0.6, burst=2).spacing == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("bad", "what"),
+    [({"burst": b}, "burst must be an integer from 1 to the limit (20)") for b in (0, -1, 21, 1.0, True, "1")]
+    + [({"margin": m}, "margin must be a number of seconds from 0 to per (1)") for m in (-0.01, 2.0, math.nan, True, "30ms")],
+)  # fmt: skip
+def test_a_bad_burst_or_margin_is_refused_with_a_message_that_shows_the_way(bad: dict[str, object], what: str) -> None:
+    with pytest.raises(an.ResourceTagError) as info:
+        an.Rate(20, per=1.0, **bad)
+    assert str(info.value).startswith("Rate(20, per=1.0, ") and what in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [("20/s burst 0", "burst must be"), ("20/s burst 21", "burst must be"), ("20/s burst -1", "not understood"),
+     ("20/s burst 1.5", "not understood"), ("20/s margin 30", "not understood"), ("20/s margin 2s", "margin must be"),
+     ("20/s margin 30 fortnights", "not understood")],
+)  # fmt: skip
+def test_a_bad_burst_or_margin_in_text_is_refused_where_it_was_given(text: str, what: str) -> None:
+    with pytest.raises(an.ResourceTagError) as info:
+        an.ExecutionManager(rates={"api": text})
+    message = str(info.value)
+    assert message.startswith("rates['api']: ") and what in message and len(message) < 300
+    em = an.ExecutionManager()
+    with pytest.raises(an.ResourceTagError, match=r"^set_rate\('api', .*" + what):
+        em.set_rate("api", text)
 
 
 def test_rates_need_a_valid_resource_name_and_a_mapping() -> None:
@@ -146,6 +197,93 @@ async def test_a_rate_and_a_capacity_on_one_resource_both_hold() -> None:
     assert max_in_window(starts(em), 0.5) <= 8
 
 
+# -- pacing (burst) and margin ------------------------------------------------------------------
+
+
+async def test_burst_1_spaces_the_starts_evenly_and_the_window_still_holds() -> None:
+    async def body() -> None:
+        await anyio.sleep(0)
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(max_concurrency=50, rates={"api": an.Rate(10, per=0.5, burst=1)}) as em:
+            async with anyio.create_task_group() as tg:  # one per 50 ms, whoever asks
+                tg.start_soon(em.run_many, [an.Tasklet(body, resource_tags=["api"]) for _ in range(8)])
+                for _ in range(4):
+                    tg.start_soon(em.submit, an.Tasklet(body, resource_tags=["api"]))
+    t = starts(em)
+    assert len(t) == 12
+    assert min(b - a for a, b in zip(t, t[1:], strict=False)) >= 0.05 - LATE
+    assert max_in_window(t, 0.5) <= 10
+    # Paced, not stalled: the pool's timer wakes each one when its turn comes.
+    assert 11 * 0.05 - LATE <= t[-1] - t[0] < 11 * 0.05 + 1.0
+    assert_nothing_held(em)
+
+
+async def ten_starts(rate: str) -> list[float]:
+    """When each of ten no-op tasklets tagging ``api`` started, under ``rates={"api": rate}``."""
+
+    async def body() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(max_concurrency=50, rates={"api": rate}) as em:
+            await em.run_many([an.Tasklet(body, resource_tags=["api"]) for _ in range(10)])
+    assert_nothing_held(em)
+    return starts(em)
+
+
+async def test_a_burst_lets_that_many_start_together_then_waits_its_pacing_window() -> None:
+    """6 per 0.6 s, burst 2: at most 2 starts in any 0.2 s, and at most 6 in any 0.6 s."""
+    t = await ten_starts("6/0.6s burst 2")
+    assert max_in_window(t, 0.2 - LATE) == 2 and max_in_window(t, 0.6) <= 6
+    assert t[-1] - t[0] >= 4 * 0.2 - LATE  # five pairs, a pacing window apart
+
+
+async def test_a_margin_keeps_each_token_out_that_much_longer() -> None:
+    """4 per 0.2 s with a margin of 0.1 s: at most 4 starts in any 0.3 s."""
+    t = await ten_starts("4/0.2s margin 100ms")
+    assert max_in_window(t, 0.3) == 4
+    assert t[-1] - t[0] >= 2 * 0.3
+
+
+async def test_against_a_real_server_a_paced_quota_with_a_margin_holds_where_the_server_counts() -> None:
+    """api_key_A: 10 per 0.5 s, one per 50 ms, margin 20 ms; api_key_B (2 at once) shares the client.
+
+    Counted by the server from the arrival times: a request arrives at least 50 ms after
+    the one before less the spread of the latency (which the server measured), and any
+    11 arrive over at least 0.5 s + 20 ms less that spread. So while the latency varies
+    by less than the margin, no 0.5 s window the server counts holds more than 10.
+    """
+    margin = 0.02
+    with anyio.fail_after(LIMIT):
+        async with QuotaServer() as server, httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+
+            async def call(key: str, delay: float) -> int:
+                response = await client.get(f"/{key}", params={"delay": delay, "sent": time.monotonic()})
+                return response.status_code
+
+            async with anyio.create_task_group() as tg:  # open the connections first
+                for _ in range(10):
+                    tg.start_soon(client.get, "/warm-up")
+            rate = an.Rate(10, per=0.5, burst=1, margin=margin)
+            async with an.ExecutionManager(max_concurrency=20, rates={"api_key_A": rate}, capacities={"api_key_B": 2}) as em:
+                tasklets = [an.Tasklet(call, params={"key": "api_key_A", "delay": 0}, resource_tags=["api_key_A"])
+                            for _ in range(25)]  # fmt: skip
+                tasklets += [an.Tasklet(call, params={"key": "api_key_B", "delay": 0.05}, resource_tags=["api_key_B"])
+                             for _ in range(8)]  # fmt: skip
+                t0 = time.monotonic()
+                assert await em.run_many(tasklets) == [200] * 33
+                assert time.monotonic() - t0 < 5  # 25 at one per 50 ms, 10 per 0.52 s: about 1.3 s
+    a = sorted(server.arrivals["api_key_A"])
+    assert len(a) == 25
+    spread = max(server.latency["api_key_A"]) - min(server.latency["api_key_A"])
+    assert spread < 0.25, spread  # generous: only a sanity bound on a loaded machine
+    assert min(b - x for x, b in zip(a, a[1:], strict=False)) >= 0.05 - LATE - spread
+    assert min(a[i + 10] - a[i] for i in range(len(a) - 10)) >= 0.5 + margin - spread
+    assert max_in_window(a, 0.5) <= 10 or spread >= margin
+    assert server.max_in_flight["api_key_B"] <= 2 and len(server.arrivals["api_key_B"]) == 8
+
+
 # -- atomic, fair, and nothing held while waiting ------------------------------------------------
 
 
@@ -176,8 +314,12 @@ async def test_a_tasklet_waiting_for_the_window_holds_nothing() -> None:
     assert_nothing_held(em)
 
 
-async def test_the_oldest_waiter_holds_back_the_next_rate_token() -> None:
-    """The oldest needs api and the busy gpu; a younger api-only tasklet may not take the last api token."""
+@pytest.mark.parametrize("rate", ["1/0.3s", "3/0.9s burst 1"])
+async def test_the_oldest_waiter_holds_back_the_next_rate_token(rate: str) -> None:
+    """The oldest needs api and the busy gpu; a younger api-only tasklet may not take the last api token.
+
+    Paced, the token the pacing lets go next is the one held back.
+    """
     order: list[str] = []
     gpu_free = anyio.Event()
 
@@ -188,7 +330,7 @@ async def test_the_oldest_waiter_holds_back_the_next_rate_token() -> None:
         order.append(name)
 
     with anyio.fail_after(LIMIT):
-        async with an.ExecutionManager(max_concurrency=4, rates={"api": "1/0.3s"}, capacities={"gpu": 1}) as em:
+        async with an.ExecutionManager(max_concurrency=4, rates={"api": rate}, capacities={"gpu": 1}) as em:
             holder = em.start(an.Tasklet(hold_gpu, resource_tags=["gpu"]))
             oldest = em.start(an.Tasklet(body, params={"name": "oldest"}, resource_tags=["gpu", "api"]))
             younger = em.start(an.Tasklet(body, params={"name": "younger"}, resource_tags=["api"]))
@@ -205,22 +347,33 @@ async def test_the_oldest_waiter_holds_back_the_next_rate_token() -> None:
     assert_nothing_held(em)
 
 
-async def test_why_and_statistics_show_the_quota() -> None:
+@pytest.mark.parametrize(
+    ("rate", "used", "soonest", "latest", "shown", "says"),
+    [(an.Rate(2, per=1.0), 2, 0.5, 1.0, "rate 2/2 per 1s, 1 waiting", r"quota used \(2/s\), next token in (0\.9|1\.0) s"),
+     (an.Rate(2, per=1.0, burst=1), 1, 0.3, 0.5, "rate 1/2 per 1s burst 1, 2 waiting",
+      r"paced \(2/s burst 1\), next token in 0\.[345] s")],
+    ids=["used up", "paced"],
+)  # fmt: skip
+async def test_why_and_statistics_show_the_quota(
+    rate: an.Rate, used: int, soonest: float, latest: float, shown: str, says: str
+) -> None:
+    """Used up, the quota counts down to its next token; paced (one per 0.5 s), to the next start."""
+
     async def body() -> None:
         pass
 
     with anyio.fail_after(LIMIT):
-        async with an.ExecutionManager(rates={"api_key_A": "2/s"}) as em:
+        async with an.ExecutionManager(rates={"api_key_A": str(rate)}) as em:
             handles = [em.start(an.Tasklet(body, resource_tags=["api_key_A"])) for _ in range(3)]
             await anyio.sleep(0.05)
             limit = em.statistics().resources["api_key_A"]
-            assert (limit.rate, limit.per, limit.rate_used, limit.waiting) == (2, 1.0, 2, 1)
+            assert (limit.rate, limit.per, limit.burst, limit.rate_used, limit.waiting) == (2, 1.0, rate.burst, used, 3 - used)
             assert limit.unlimited and limit.capacity == UNLIMITED
-            assert 0.5 < limit.next_token_in <= 1.0 and limit.load == 1.0
-            assert "rate 2/2 per 1s" in repr(limit)
+            assert soonest < limit.next_token_in <= latest and limit.load == used / 2
+            assert shown in repr(limit)
             text = str(em.why(handles[2]))
-            assert "api_key_A: quota used (2/s), next token in 0.9 s" in text or "next token in 1.0 s" in text
-            assert em.rates == {"api_key_A": an.Rate(2, per=1.0)}
+            assert re.search("api_key_A: " + says, text), text
+            assert em.rates == {"api_key_A": rate}
             for h in handles:
                 await h
         assert_nothing_held(em)
@@ -262,6 +415,29 @@ async def test_a_shorter_window_set_while_waiting_wakes_the_waiter_sooner() -> N
             await anyio.sleep(0.05)
             em.set_rate("api", "1/0.2s")  # the token taken 0.05 s ago comes back in 0.15 s
             await waiting
+    assert_nothing_held(em)
+
+
+async def test_set_rate_live_paces_and_unpaces_the_waiters() -> None:
+    async def body() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "1/60s"}) as em:
+            await em.submit(an.Tasklet(body, resource_tags=["api"]))
+            waiting = [em.start(an.Tasklet(body, resource_tags=["api"])) for _ in range(3)]
+            await anyio.sleep(0.05)
+            em.set_rate("api", "20/s burst 1")  # one per 50 ms: they start one by one
+            for h in waiting:
+                await h
+            t = starts(em)
+            assert min(b - a for a, b in zip(t, t[1:], strict=False)) >= 0.05 - LATE
+            em.set_rate("api", an.Rate(20, per=1.0))  # no pacing: the next three start together
+            more = [em.start(an.Tasklet(body, resource_tags=["api"])) for _ in range(3)]
+            for h in more:
+                await h
+            t = starts(em)
+            assert len(t) == 7 and t[-1] - t[-3] < 0.04
     assert_nothing_held(em)
 
 

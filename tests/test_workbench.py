@@ -789,6 +789,9 @@ def test_a_resource_with_a_capacity_and_a_rate_shows_both_rows() -> None:
     quota = _quota_row(calm, "api")
     assert "450 / 600 per min" in quota and "aura-load-busy" in quota and "next token" not in quota
     assert "per 2.5 s" in _dashboard.gauge_html(LimitStatistics("k", 1, 0, 0, rate=1, per=2.5))
+    # A paced quota says so: its bar rarely fills while tasklets wait their turn.
+    paced = LimitStatistics("api", 2**63 - 1, 0, 4, rate=20, per=1.0, rate_used=7, next_token_in=0.03, burst=1)
+    assert "7 / 20 per s, paced 1 per 0.05 s · 4 waiting" in _quota_row(_dashboard.gauge_html(paced), "api")
     # A hostile name stays one escaped line in the quota row too.
     hostile = LimitStatistics("<b>k\u202e\n", 2**63 - 1, 0, 0, rate=3, per=1.0, rate_used=0)
     row = _dashboard.gauge_html(hostile)

@@ -38,8 +38,10 @@ FIFO rule holds until it is admitted.
 Rates (``set_rate``; :mod:`._rates`) are one more kind of token under the same rule: a
 resource with a rate also needs a rate token, taken in the same all-or-nothing step, held
 back for the oldest waiter like a capacity token, and given back by the clock ``per``
-seconds after it was taken instead of at release. A queue blocked by a rate is parked on
-that resource; the pool's one :class:`~._rates.Timer`, armed for the earliest expiry a
+seconds after it was taken instead of at release (a paced rate, ``burst`` below its
+limit, also keeps its admissions apart: :class:`~._rates.Window` counts both windows as
+the tokens that are free). A queue blocked by a rate is parked on that resource; the
+pool's one :class:`~._rates.Timer`, armed for the time the window next frees a token a
 waiter needs, unparks it. Without a declared rate this costs one test of an empty dict.
 
 Cost: waiters with the same set of resources share one queue; the heads of the queues
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -61,7 +64,7 @@ from typing import Any
 import anyio
 
 from ._errors import ManagerClosedError
-from ._rates import GUARD, UNLIMITED, Rate, Timer, Window
+from ._rates import UNLIMITED, Rate, Timer, Window
 
 __all__ = ["ADMISSION_POLICIES", "GLOBAL", "ResourcePool"]
 
@@ -156,8 +159,7 @@ class ResourcePool:
         if rate is None:
             self._rates.pop(name, None)
         elif name in self._rates:
-            window = self._rates[name]
-            window.limit, window.per = rate.limit, rate.per
+            self._rates[name].set(rate)
         else:
             self._rates[name] = Window(rate)
             if self._timer is None:
@@ -172,7 +174,7 @@ class ResourcePool:
         if window is None:
             return None
         now = time.monotonic()
-        return Rate(window.limit, window.per), window.used(now), window.next_in(now)
+        return window.rate, window.used(now), window.next_in(now)
 
     # -- acquiring ---------------------------------------------------------------
     def try_acquire(self, keys: tuple[str, ...], owner: Any) -> _Waiter | None:
@@ -394,7 +396,7 @@ class ResourcePool:
         now = time.monotonic()
         for key in keys:
             window = rates.get(key)
-            if window is not None and window.used(now) + (key in held) >= window.limit:
+            if window is not None and window.free(now) <= (key in held):
                 return key
         return None
 
@@ -431,15 +433,21 @@ class ResourcePool:
             self._arm(waiter.queue.keys)
 
     def _arm(self, keys: tuple[str, ...]) -> None:
-        """A waiter needs a rate token of one of ``keys``: wake the pool when the first comes back."""
+        """A waiter needs a rate token of one of ``keys``: wake the pool when one more is free.
+
+        One more than now, not just one: the waiter may be a younger one that needs a
+        token besides the one held back for the oldest.
+        """
         rates, timer = self._rates, self._timer
         if timer is None:
             return
         now = time.monotonic()
         for key in keys:
             window = rates.get(key)
-            if window is not None and window.used(now) + 1 >= window.limit and window.stamps:
-                timer.arm(window.stamps[0] + window.per + GUARD)
+            if window is not None and (free := window.free(now)) <= 1:
+                when = window.ready_at(now, max(free, 0) + 1)
+                if when != math.inf:  # else: it waits for a start (see _use) or a set_rate
+                    timer.arm(when)
 
     def _tick(self) -> None:
         """The timer fired: rate tokens came back. Unpark what waits for them, admit, re-arm."""
@@ -554,7 +562,9 @@ class ResourcePool:
         return oldest.owner, {k: 1 for k in oldest.queue.keys[1:] if in_use[k] < capacity[k]}
 
     def blocking(self, waiter: _Waiter) -> dict[str, str]:
-        """Why ``waiter`` waits, by key: ``"full"`` or ``"held back"`` (for the oldest waiter).
+        """Why ``waiter`` waits, by key: ``"full"``, ``"held back"`` (for the oldest waiter),
+        ``"quota used"``, ``"paced"`` (the quota has tokens, its pacing keeps them apart)
+        or ``"quota held back"``.
 
         Empty when it is admitted, closed, or would be admitted at the next release.
         """
@@ -571,10 +581,11 @@ class ResourcePool:
                 out[key] = "held back"
         for key, window in self._rates.items():
             if key in waiter.queue.keys and key not in out:
-                used = window.used(time.monotonic())
-                if used >= window.limit:
-                    out[key] = "quota used"
-                elif key in held and used + 1 >= window.limit:
+                now = time.monotonic()
+                free = window.free(now)
+                if free <= 0:
+                    out[key] = "quota used" if window.used(now) >= window.limit else "paced"
+                elif key in held and free <= 1:
                     out[key] = "quota held back"
         return out
 

@@ -279,10 +279,14 @@ class ExecutionManager:
 
         ``rate``: ``"10/s"``, ``"600/min"``, ``"5/2s"`` or ``an.Rate(10, per=1.0)``: at
         most that many tasklets tagging ``name`` are admitted in any window of ``per``
-        seconds (a sliding window). The rate token is taken in the same all-or-nothing
-        step as every other limit and comes back ``per`` seconds after it was taken, not
-        at release. A resource named here for the first time has no capacity (any number
-        at once); a tag ``name:N`` or :meth:`set_capacity` can add one. Lowering a rate
+        seconds (a sliding window). ``"20/s burst 1"`` (``an.Rate(20, per=1.0, burst=1)``)
+        also paces them: at most ``burst`` in any ``burst * per / limit`` seconds;
+        ``"20/s burst 1 margin 30ms"`` keeps each token out 30 ms longer, room for the
+        jitter of the latency to a server that counts arrivals. The rate token is taken
+        in the same all-or-nothing step as every other limit and comes back ``per``
+        (+ ``margin``) seconds after it was taken, not at release. A resource named
+        here for the first time has no capacity (any number at once); a tag
+        ``name:N`` or :meth:`set_capacity` can add one. Lowering a rate
         preempts nothing: tokens taken in the current window still count.
         """
         where = f"set_rate({shown(name)}, {shown(rate)})"
@@ -902,7 +906,8 @@ class ExecutionManager:
             if rate is not None:
                 return LimitStatistics(
                     key, cap[key], used[key], waiting[key], n, held_for if n else None,
-                    rate[0].limit, rate[0].per, rate[1], rate[2], tuple(others.get(key, ())),
+                    rate[0].limit, rate[0].per, rate[1], rate[2], rate[0].burst, rate[0].margin,
+                    tuple(others.get(key, ())),
                 )  # fmt: skip
             return LimitStatistics(
                 "global" if key == GLOBAL else key, cap[key], used[key], waiting[key], n, held_for if n else None,

@@ -7,6 +7,22 @@ itself ``per`` seconds after it was taken. So in any window of ``per`` seconds a
 most 10 tasklets were admitted with that resource (a sliding window: no burst above
 the quota, even across the edge of a second), whatever they did afterwards.
 
+What a server counts is not when requests start but when they *arrive*: start plus a
+latency that varies. Two options make the quota hold there too:
+
+* ``burst`` paces the starts: ``Rate(20, per=1.0, burst=1)`` ("20/s burst 1") keeps
+  the sliding window and adds a shorter one, at most ``burst`` admissions in any
+  ``burst * per / limit`` seconds (here one per 50 ms). Without it, 20 tokens may be
+  taken at the same instant; the client then sends those 20 requests one after the
+  other over tens of milliseconds, in an order that differs from one burst to the
+  next, so a window straddling two bursts can hold more than 20 arrivals although no
+  window held more than 20 starts. Paced requests leave one at a time.
+* ``margin`` covers the latency that still varies: a token comes back ``per + margin``
+  seconds after it was taken, so a server window of ``per`` seconds holds at most
+  ``limit`` arrivals as long as the latency varies by less than ``margin``.
+
+The defaults (``burst=limit``, ``margin=0``) are the plain sliding window.
+
 A resource may have a capacity, a rate, or both (``"api:5"`` and ``rates={"api":
 "10/s"}``: at most 5 at once and at most 10 started per second). A resource with a
 rate and no capacity has the capacity :data:`UNLIMITED`.
@@ -37,13 +53,33 @@ UNLIMITED = sys.maxsize
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
-_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*", re.IGNORECASE)
+_NUMBER = r"\d+(?:\.\d+)?"
+_TEXT = re.compile(
+    rf"\s*(\d+)\s*/\s*({_NUMBER})?\s*([a-z]+)"  # 20/s, 5/2s
+    r"(?:\s*,?\s*burst\s*=?\s*(\d+))?"  # burst 1
+    rf"(?:\s*,?\s*margin\s*=?\s*({_NUMBER})\s*([a-z]+))?\s*",  # margin 20ms
+    re.IGNORECASE,
+)
 #: A token comes back this much after ``per`` (seconds): the work starts a few
 #: microseconds after its token was taken, by an amount that varies, so without it
 #: two starts could be a hair less than ``per`` apart. It costs 0.1% of a 1/s quota.
+#: A pause of the collector or of the OS between the two can be longer: ``margin``
+#: covers that as well as the latency's jitter.
 GUARD = 0.001
 #: A rate's window may not be longer than this (a day): a token must come back some day.
 MAX_PER = 86400.0
+#: The pacing window's guard, as a share of that window (at most :data:`GUARD`): 50 us
+#: for 20/s at burst 1, so that it costs 0.1% of the quota there too, not 2%.
+PACE_GUARD = 0.001
+
+
+def _unit(word: str) -> float | None:
+    word = word.lower()
+    return _UNITS.get(word, _UNITS.get(word[:-1]) if word.endswith("s") else None)
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +89,52 @@ class Rate:
     Write it ``Rate(10, per=1.0)`` or as text: ``"10/s"``, ``"600/min"``, ``"5/2s"``,
     ``"100/h"``. Pass it as ``ExecutionManager(rates={"api_key_A": "10/s"})`` or
     ``em.set_rate("api_key_A", "10/s")``; tasklets take it with the tag ``"api_key_A"``.
+
+    For a server that counts arrivals (see the module docstring):
+
+    * ``burst`` (1 to ``limit``; default ``limit``): also at most ``burst`` admissions
+      in any ``burst * per / limit`` seconds. ``burst=1`` spaces the starts evenly.
+    * ``margin`` (seconds, 0 to ``per``; default 0): a token comes back ``per + margin``
+      seconds after it was taken, room for the latency's jitter. It costs
+      ``margin / (per + margin)`` of the quota.
+
+    ``Rate(20, per=1.0, burst=1, margin=0.02)`` is written ``"20/s burst 1 margin 20ms"``.
     """
 
     limit: int
     per: float = 1.0
+    burst: int | None = None  # None: ``limit`` (it always reads back as an int)
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
-        limit, per = self.limit, self.per
+        limit, per, burst, margin = self.limit, self.per, self.burst, self.margin
+        shown = f"Rate({limit!r}, per={per!r}"
+        shown += (f", burst={burst!r}" if burst is not None else "") + (f", margin={margin!r})" if margin else ")")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ResourceTagError(f"Rate({limit!r}, per={per!r}): limit must be a positive integer")
+            raise ResourceTagError(f"{shown}: limit must be a positive integer")
         if isinstance(per, bool) or not isinstance(per, (int, float)) or not (0 < per <= MAX_PER):
+            raise ResourceTagError(f"{shown}: per must be a number of seconds in (0, {MAX_PER:g}]")
+        if burst is None:
+            burst = limit
+        elif isinstance(burst, bool) or not isinstance(burst, int) or not (1 <= burst <= limit):
             raise ResourceTagError(
-                f"Rate({limit!r}, per={per!r}): per must be a number of seconds in (0, {MAX_PER:g}]"
+                f"{shown}: burst must be an integer from 1 to the limit ({limit}): 1 spaces the starts evenly, "
+                f"{limit} lets the whole quota start at once"
+            )
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (0 <= margin <= per):
+            raise ResourceTagError(
+                f"{shown}: margin must be a number of seconds from 0 to per ({per:g}), e.g. 0.02 for a latency "
+                "that varies by up to 20 ms"
             )
         object.__setattr__(self, "per", float(per))
+        object.__setattr__(self, "burst", burst)
+        object.__setattr__(self, "margin", float(margin))
+
+    @property
+    def spacing(self) -> float | None:
+        """The pacing window, ``burst * per / limit`` seconds (None: not paced, ``burst == limit``)."""
+        burst = self.burst
+        return None if burst == self.limit else burst * self.per / self.limit  # type: ignore[operator]
 
     @classmethod
     def parse(cls, value: Any, *, where: str = "rate") -> Rate:
@@ -76,14 +144,16 @@ class Rate:
         try:
             if isinstance(value, str):
                 m = _TEXT.fullmatch(value)
-                word = m.group(3).lower() if m else ""
-                unit = _UNITS.get(word, _UNITS.get(word[:-1]) if word.endswith("s") else None)
-                if m is None or unit is None:
+                unit = _unit(m.group(3)) if m else None
+                margin_unit = _unit(m.group(6)) if m and m.group(6) else 1.0
+                if m is None or unit is None or margin_unit is None:
                     raise ResourceTagError(
-                        f"{where}: rate {value!r} is not understood; write e.g. '10/s', '600/min', '5/2s' or "
-                        "an.Rate(10, per=1.0)"
+                        f"{where}: rate {value!r} is not understood; write e.g. '10/s', '600/min', '5/2s', "
+                        "'20/s burst 1 margin 20ms' or an.Rate(10, per=1.0)"
                     )
-                return cls(int(m.group(1)), float(m.group(2) or 1) * unit)
+                burst = int(m.group(4)) if m.group(4) else None
+                margin = float(m.group(5)) * margin_unit if m.group(5) else 0.0
+                return cls(int(m.group(1)), float(m.group(2) or 1) * unit, burst, margin)
             if isinstance(value, tuple) and len(value) == 2:
                 return cls(value[0], value[1])
         except ResourceTagError as exc:
@@ -95,34 +165,88 @@ class Rate:
         )
 
     def __str__(self) -> str:
-        return f"{self.limit}/s" if self.per == 1.0 else f"{self.limit}/{self.per:g}s"
+        text = f"{self.limit}/s" if self.per == 1.0 else f"{self.limit}/{self.per:g}s"
+        if self.burst != self.limit:
+            text += f" burst {self.burst}"
+        return f"{text} margin {_seconds_text(self.margin)}" if self.margin else text
 
 
 class Window:
-    """The tokens of one rate taken in the last ``per`` seconds (their times, oldest first)."""
+    """The tokens of one rate still out (the times they were taken, oldest first).
 
-    __slots__ = ("limit", "per", "stamps", "pending")
+    A token is out for ``per + margin`` (plus :data:`GUARD`); a paced rate checks the
+    newest ``burst`` times against its pacing window too.
+    """
+
+    __slots__ = ("rate", "limit", "per", "burst", "back", "pace", "stamps", "pending")
 
     def __init__(self, rate: Rate) -> None:
-        self.limit = rate.limit
-        self.per = rate.per
         self.stamps: deque[float] = deque()
         self.pending = 0  # taken by admitted tasklets whose window has not started yet
+        self.set(rate)
+
+    def set(self, rate: Rate) -> None:
+        """Take a new rate, live: the tokens already out keep counting."""
+        self.rate = rate
+        self.limit = rate.limit
+        self.per = rate.per
+        self.burst: int = rate.burst  # type: ignore[assignment]
+        self.back = rate.per + rate.margin + GUARD  # a token is out this long
+        spacing = rate.spacing
+        self.pace = 0.0 if spacing is None else spacing + min(GUARD, spacing * PACE_GUARD)  # 0: not paced
 
     def used(self, now: float) -> int:
         """Tokens out at ``now`` (expired ones come back first)."""
         stamps = self.stamps
-        edge = now - self.per - GUARD
+        edge = now - self.back
         while stamps and stamps[0] <= edge:
             stamps.popleft()
         return len(stamps) + self.pending
 
-    def next_in(self, now: float) -> float | None:
-        """Seconds until the next token comes back (None: none is on its way back)."""
+    def free(self, now: float) -> int:
+        """Tokens that may be taken at ``now``: what the window has left, at most what pacing allows."""
+        free = self.limit - self.used(now)
+        if self.pace:
+            room = self.burst - self.pending
+            edge = now - self.pace
+            for stamp in reversed(self.stamps):
+                if room <= 0 or stamp <= edge:
+                    break
+                room -= 1
+            free = min(free, room)
+        return free
+
+    def ready_at(self, now: float, need: int) -> float:
+        """The earliest time (from ``now``) at which ``need`` tokens are free, if no more are taken.
+
+        ``math.inf`` when it takes more than time: an admitted tasklet to start (its
+        token's time is not known yet), or a higher limit.
+        """
+        stamps = self.stamps
         self.used(now)
+        when = now
+        for size, out_for in ((self.limit, self.back), (self.burst, self.pace)):
+            if not out_for:
+                break
+            keep = size - self.pending - need  # the newest stamps that may still count then
+            if keep < 0:
+                return math.inf
+            if len(stamps) > keep:
+                when = max(when, stamps[len(stamps) - keep - 1] + out_for)
+        return when
+
+    def next_in(self, now: float) -> float | None:
+        """Seconds until the next token comes back (None: none is on its way back).
+
+        When none may be taken now (quota used, or paced): seconds until one may
+        (None: that waits for an admitted tasklet to start).
+        """
+        if self.free(now) <= 0:
+            when = self.ready_at(now, 1)
+            return None if when == math.inf else max(0.0, when - now)
         if not self.stamps:
             return None
-        return max(0.0, self.stamps[0] + self.per + GUARD - now)
+        return max(0.0, self.stamps[0] + self.back - now)
 
 
 class Timer:

@@ -31,12 +31,17 @@ class LimitStatistics:
     held_back: int = 0
     held_for: str | None = None
     #: A rate quota, if the resource has one: at most ``rate`` admissions in any ``per``
-    #: seconds; ``rate_used`` of them were taken in the last ``per`` seconds, and the
-    #: next comes back in ``next_token_in`` seconds (None: none is out).
+    #: seconds; ``rate_used`` of its tokens are out (taken in the last ``per`` seconds), and the
+    #: next comes back in ``next_token_in`` seconds (None: none is out). ``burst``: at
+    #: most that many in any ``burst * per / rate`` seconds (equal to ``rate``: not paced);
+    #: while pacing keeps the next one waiting, ``next_token_in`` counts down to it.
+    #: ``margin``: a token is out for ``per + margin`` seconds (room for latency jitter).
     rate: int | None = None
     per: float | None = None
     rate_used: int = 0
     next_token_in: float | None = None
+    burst: int | None = None
+    margin: float = 0.0
     #: Shared limits: the other managers holding tokens of it now, as
     #: ``"host:pid label (2 tasklets)"`` (their tokens count in ``in_use``).
     held_elsewhere: tuple[str, ...] = ()
@@ -63,6 +68,10 @@ class LimitStatistics:
         held = f", {self.held_back} held back for {self.held_for}" if self.held_back else ""
         cap = "inf" if self.unlimited else self.capacity
         rate = f", rate {self.rate_used}/{self.rate} per {self.per:g}s" if self.rate is not None else ""
+        if self.burst is not None and self.burst != self.rate:
+            rate += f" burst {self.burst}"
+        if self.margin:  # written as the rate writes it ("20/s burst 1 margin 30ms")
+            rate += f" margin {self.margin * 1000:g}ms" if self.margin < 1 else f" margin {self.margin:g}s"
         elsewhere = f", held by {'; '.join(self.held_elsewhere)}" if self.held_elsewhere else ""
         return f"<{self.name}: {self.in_use}/{cap} in use{elsewhere}{rate}, {self.waiting} waiting{held}>"
 
@@ -112,7 +121,8 @@ class ResourceWait:
     in_use: int
     holders: tuple[str, ...]  # "id (name)" of the tasklets holding a token
     busy: bool  # no token free for this tasklet (full, or reserved for an older waiter)
-    #: Why it is busy: "full", "held back", "quota used" or "quota held back" (None: free).
+    #: Why it is busy: "full", "held back", "quota used", "paced" (the quota has tokens,
+    #: its pacing keeps the starts apart) or "quota held back" (None: free).
     reason: str | None = None
     rate: str | None = None  # the rate quota, e.g. "10/s", if the resource has one
     next_token_in: float | None = None  # seconds until a rate token comes back
@@ -149,9 +159,9 @@ class WaitReport:
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
         for need in self.needs:
             name = _quoted(need.name, 60)
-            if need.reason in ("quota used", "quota held back"):
-                when = f"{need.next_token_in:.1f} s" if need.next_token_in is not None else "a moment"
-                what = "quota used" if need.reason == "quota used" else "last token of the quota held back"
+            if need.reason in _QUOTA_REASONS:
+                when = _countdown(need.next_token_in)
+                what = _QUOTA_REASONS[need.reason]
                 lines.append(f"  {name}: {what} ({need.rate}), next token in {when}")
             elif need.busy:
                 who = ", ".join(_quoted(h, 80) for h in need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
@@ -164,6 +174,16 @@ class WaitReport:
                 "what it needs"
             )
         return "\n".join(lines)
+
+
+_QUOTA_REASONS = {"quota used": "quota used", "paced": "paced", "quota held back": "last token of the quota held back"}
+
+
+def _countdown(seconds: float | None) -> str:
+    """``0.3 s``; hundredths below 0.1 s (a pacing interval is often shorter)."""
+    if seconds is None:
+        return "a moment"
+    return f"{seconds:.2f} s" if seconds < 0.095 else f"{seconds:.1f} s"
 
 
 def _quoted(value: object, limit: int | None = None) -> str:

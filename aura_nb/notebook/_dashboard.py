@@ -237,8 +237,15 @@ def seconds_text(seconds: float) -> str:
 
 
 def quota_caption(limit: LimitStatistics) -> str:
-    """``7 / 10 per s``: rate tokens taken in the current window, of the quota."""
-    return f"{limit.rate_used} / {limit.rate} per {per_text(limit.per)}"
+    """``7 / 10 per s``: rate tokens taken in the current window, of the quota.
+
+    A paced quota says so (``7 / 20 per s, paced 1 per 0.05 s``): its bar rarely fills.
+    """
+    text = f"{limit.rate_used} / {limit.rate} per {per_text(limit.per)}"
+    burst = getattr(limit, "burst", None)
+    if burst is not None and burst < limit.rate:
+        text += f", paced {burst} per {per_text(burst * limit.per / limit.rate)}"
+    return text
 
 
 def _bar(used: int, held: int, capacity: int, *, title: str, css: str = "aura-seg-used") -> str:
