@@ -502,7 +502,8 @@ def test_a_rate_token_counts_from_when_the_work_starts() -> None:
         hello = {"host": "h", "pid": 1, "label": "x", "lease_timeout": 5, "max_concurrency": 4}
         assert ext.set_rate("p", "api", {"limit": 2, "per": 60.0}, False, "h:1 x")["ok"]
         refused = ext.set_rate("p", "api", {"limit": 3, "per": 60.0}, False, "h:2 y")
-        assert refused == {"ok": False, "known": {"limit": 2, "per": 60.0}, "by": "h:1 x"}
+        assert refused["ok"] is False and refused["by"] == "h:1 x"
+        assert an.Rate(**refused["known"]) == an.Rate(2, per=60.0)  # the whole rate travels (burst, margin too)
         takes = [("take", rid, ["api"], f"t{rid}", "n") for rid in (1, 2, 3)]
         reply = ext.send("p", "m", takes, 0, hello)
         assert [list(g) for g in reply["grants"]] == [[1, 1, True], [2, 2, True]]
