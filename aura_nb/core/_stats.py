@@ -60,10 +60,12 @@ class LimitStatistics:
         return load
 
     def __repr__(self) -> str:
-        held = f", {self.held_back} held back for {self.held_for}" if self.held_back else ""
+        # held_for and held_elsewhere are user text (a tasklet's name, another manager's label).
+        held = f", {self.held_back} held back for {_quoted(self.held_for, 80)}" if self.held_back else ""
         cap = "inf" if self.unlimited else self.capacity
         rate = f", rate {self.rate_used}/{self.rate} per {self.per:g}s" if self.rate is not None else ""
-        elsewhere = f", held by {'; '.join(self.held_elsewhere)}" if self.held_elsewhere else ""
+        others = "; ".join(_quoted(who, 80) for who in self.held_elsewhere)
+        elsewhere = f", held by {others}" if self.held_elsewhere else ""
         return f"<{self.name}: {self.in_use}/{cap} in use{elsewhere}{rate}, {self.waiting} waiting{held}>"
 
 
