@@ -151,15 +151,18 @@ class WaitReport:
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
         for need in self.needs:
             name = _quoted(need.name, 60)
+            # A resource with only a rate has no capacity (sys.maxsize): "inf", and its quota.
+            cap = "inf" if need.capacity >= _UNLIMITED else need.capacity
+            quota = f", quota {need.rate}" if need.rate is not None else ""
             if need.reason in ("quota used", "quota held back"):
                 when = f"{need.next_token_in:.1f} s" if need.next_token_in is not None else "a moment"
                 what = "quota used" if need.reason == "quota used" else "last token of the quota held back"
                 lines.append(f"  {name}: {what} ({need.rate}), next token in {when}")
             elif need.busy:
                 who = ", ".join(_quoted(h, 80) for h in need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
-                lines.append(f"  {name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
+                lines.append(f"  {name}: {need.in_use}/{cap} in use, held by {who or 'nobody'}")
             else:
-                lines.append(f"  {name}: free ({need.in_use}/{need.capacity})")
+                lines.append(f"  {name}: free ({need.in_use}/{cap}{quota})")
         if self.reserved_by:
             lines.append(
                 f"  the oldest waiter, {_quoted(self.reserved_by, 80)}, has first claim on the next free token of "
