@@ -84,6 +84,7 @@ from .core._errors import (
 )
 from .core._limits import GLOBAL, ResourcePool
 from .core._rates import UNLIMITED, Rate
+from .core._text import display_text
 
 __all__ = ["LEASE_TIMEOUT_S", "DaskLimits", "SharedLimits", "SharedLimitsLostError", "dask_setup"]
 
@@ -533,6 +534,8 @@ class DaskLimits:
             )
         if not isinstance(name, str) or not name:
             raise ArgumentTypeError(f"{where}(name=...): {shown(name)} must be a non-empty string, e.g. 'team'")
+        if label is not None and not isinstance(label, str):  # it travels to the scheduler and every manager
+            raise ArgumentTypeError(f"{where}(label=...): {shown(label)} must be a string, e.g. 'training notebook'")
         if isinstance(lease_timeout, bool) or not isinstance(lease_timeout, (int, float)) or not lease_timeout > 0.5:
             raise ArgumentError(f"{where}(lease_timeout={shown(lease_timeout)}) must be a number of seconds above 0.5")
         self.client = client
@@ -618,7 +621,7 @@ class DaskLimits:
         if not reply["ok"]:
             raise ResourceTagError(
                 f"resource {name!r}: capacity {capacity} contradicts the capacity {reply['known']} shared in "
-                f"pool {self.name!r} (declared by {reply['by']}); use the bare tag {name!r}, or change it "
+                f"pool {self.name!r} (declared by {display_text(reply['by'], 80)}); use the bare tag {name!r}, or change it "
                 f"deliberately with set_capacity({name!r}, {capacity})"
             )
         self._update_limits(reply)
@@ -634,7 +637,7 @@ class DaskLimits:
         if not reply["ok"]:
             raise ResourceTagError(
                 f"resource {name!r}: rate {rate} contradicts the rate {Rate(**reply['known'])} shared in pool "
-                f"{self.name!r} (declared by {reply['by']}); leave {name!r} out of rates= to use the shared "
+                f"{self.name!r} (declared by {display_text(reply['by'], 80)}); leave {name!r} out of rates= to use the shared "
                 f"rate, or change it deliberately with set_rate({name!r}, {str(rate)!r})"
             )
         self._update_limits(reply)

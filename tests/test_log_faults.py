@@ -607,3 +607,64 @@ async def test_a_file_deleted_moved_or_replaced_under_the_writer_is_reported_not
         assert path.read_bytes() == b""  # the other program's file is left alone
     else:
         assert not path.exists()  # not silently recreated empty
+
+
+def another_log(path: Path, n: int) -> None:
+    """A log of another manager's, with ``n`` tasklets, written elsewhere and moved to ``path``."""
+    made = path.with_name(f"made-{path.name}")
+    other = _EventWriter(made, flush_interval=3000)
+    for i in range(n):
+        one_tasklet(other, 1000 + i)
+    other.close()
+    made.rename(path)
+
+
+async def test_a_log_whose_file_went_away_reads_and_exports_only_its_own_events(tmp_path: Path) -> None:
+    """Deleted or replaced under the writer: export writes what is in memory (the file's copy is
+    gone); with keep=, the events that had left memory are reported lost, never read from
+    whatever file has that name now."""
+    for keep in (None, 6):
+        path = tmp_path / f"log-{keep}.sqlite"
+        w = _EventWriter(path, flush_interval=3000, keep=keep)
+        for i in range(4):
+            one_tasklet(w, i)
+        await anyio.to_thread.run_sync(w.log.flush)
+        one_tasklet(w, 4)  # recording trims what is in the file down to about `keep`
+        for side in tmp_path.glob(f"{path.name}*"):
+            side.unlink()
+        another_log(path, 10)  # another manager's log takes the name
+        with pytest.raises(an.EventLogError):
+            await w.aclose()
+        if keep is None:
+            dst = tmp_path / "export-all.sqlite"
+            w.log.export(dst)
+            back = an.EventLog.open(dst)
+            assert len(back) == 30 and set(back.to_frame()["tasklet_id"]) == {f"id{i}" for i in range(5)}
+            continue
+        base = w.log._base
+        assert base > 0 and len(w.log) == 30
+        for read in (w.log.to_frame, lambda: w.log.events(0, 3), lambda: w.log.export(tmp_path / "x.sqlite")):
+            with pytest.raises(an.EventLogError, match=rf"the oldest {base} events, which had left memory .* are lost"):
+                read()
+        assert not (tmp_path / "x.sqlite").exists()
+        assert {e.tasklet_id for e in w.log.events(base)} <= {f"id{i}" for i in range(5)}  # the newest, in memory
+
+
+async def test_a_symlinked_log_is_read_from_the_file_it_was_opened_on(tmp_path: Path) -> None:
+    """The link pointed at another log meanwhile: the writer, its reads and export stay on its own file."""
+    mine, theirs, link = tmp_path / "mine.sqlite", tmp_path / "theirs.sqlite", tmp_path / "link.sqlite"
+    another_log(theirs, 3)
+    link.symlink_to(mine)
+    w = _EventWriter(link, flush_interval=3000, keep=6)
+    for i in range(4):
+        one_tasklet(w, i)
+    await anyio.to_thread.run_sync(w.log.flush)
+    one_tasklet(w, 4)
+    link.unlink()
+    link.symlink_to(theirs)
+    assert w.log._base > 0
+    assert set(w.log.to_frame()["tasklet_id"]) == {f"id{i}" for i in range(5)}
+    w.log.export(tmp_path / "export.sqlite")
+    assert len(an.EventLog.open(tmp_path / "export.sqlite")) == 30  # export flushes first
+    await w.aclose()
+    assert len(an.EventLog.open(mine)) == 30 and len(an.EventLog.open(theirs)) == 18

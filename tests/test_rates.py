@@ -379,6 +379,25 @@ async def test_why_and_statistics_show_the_quota(
         assert_nothing_held(em)
 
 
+async def test_why_shows_a_free_rate_only_resource_with_no_capacity_and_its_quota() -> None:
+    gate = anyio.Event()
+
+    async def hold() -> None:
+        await gate.wait()
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(max_concurrency=1, rates={"api": "1/s"}) as em:
+            holder = em.start(an.Tasklet(hold))
+            waiter = em.start(an.Tasklet(hold, resource_tags=["api"]))
+            await anyio.sleep(0.05)
+            text = str(em.why(waiter))
+            assert "  api: free (0/inf, quota 1/s)" in text.splitlines() and str(UNLIMITED) not in text
+            gate.set()
+            await holder
+            await waiter
+        assert_nothing_held(em)
+
+
 # -- live changes and cancellation -----------------------------------------------------------
 
 

@@ -116,6 +116,10 @@ async def test_long_bidi_and_multiline_names_stay_short_one_line_and_in_order() 
     report = str(wb.why(waiters[0]))
     assert "\n  gpu: free" not in report and "intruder\\n  gpu: free (0/1)" in report
     assert all(len(line) < 300 for line in report.splitlines())
+    # So does a limit's repr: the tasklet a token is held back for, the managers holding it elsewhere.
+    limit = an.LimitStatistics("gpu", 2, 1, 1, 1, f"t-1 ({FORGE})", held_elsewhere=(f"h:1 {RLO}", LONG))
+    assert "\n" not in repr(limit) and "\u202e" not in repr(limit) and "intruder\\n  gpu" in repr(limit)
+    assert len(repr(limit)) < 400
     wb.tasklet_select.value = waiters[1].id
     wb.why_button.click()
     assert "\u202e" not in wb.why_area.value

@@ -393,6 +393,46 @@ async def test_why_and_statistics_name_the_other_manager(client: distributed.Cli
 
 
 @pytest.mark.anyio
+async def test_another_managers_label_is_shown_as_one_line_of_plain_text(client: distributed.Client, request: Any) -> None:
+    """A label is another user's text: wherever this manager shows it (why(), statistics'
+    repr, the gauges' hover, a refusal's message) it cannot forge a line or reorder the text."""
+    from aura_nb.notebook._dashboard import gauge_html
+
+    pool = pool_name(request)
+    with pytest.raises(an.ArgumentTypeError, match="label"):
+        DaskLimits(client, name=pool, label=b"nb")  # type: ignore[arg-type]
+    busy, release = anyio.Event(), anyio.Event()
+
+    async def hold() -> None:
+        busy.set()
+        await release.wait()
+
+    evil = "nb\n  gpu: free (0/1)\u202eevil" + "x" * 10_000
+    other = DaskLimits(client, name=pool, label=evil)
+    async with an.ExecutionManager(limits=other) as em_other, an.ExecutionManager(
+        limits=DaskLimits(client, name=pool)
+    ) as em:
+        holder = em_other.start(an.Tasklet(hold, resource_tags=["gpu:1"]))
+        await busy.wait()
+        waiter = em.start(an.Tasklet(lambda: None, resource_tags=["gpu"], name="w"))
+        await anyio.sleep(0.2)
+        gpu = em.statistics().resources["gpu"]
+        assert gpu.held_elsewhere == (f"{other.who} (1 tasklet)",)  # the data as it is
+        with pytest.raises(an.ResourceTagError) as refused:
+            an.ExecutionManager(limits=DaskLimits(client, name=pool), capacities={"gpu": 3})
+        title = re.findall(r'title="([^"]*held elsewhere by[^"]*)"', gauge_html(gpu))
+        report = str(em.why(waiter)).splitlines()
+        assert len(report) == 3 and report[2].startswith("  gpu: 1/1 in use, held by ")  # no forged line
+        assert len(title) == 1
+        for line in (report[2], repr(gpu), str(refused.value), title[0]):
+            assert "nb\\n  gpu" in line and "\n" not in line, line[:300]  # the newline shown as an escape
+            assert "\u202e" not in line and "x" * 1_000 not in line
+        release.set()
+        await holder
+        await waiter
+
+
+@pytest.mark.anyio
 async def test_run_many_sends_its_requests_ahead_in_order_and_bounded(client: distributed.Client, request: Any) -> None:
     """While another manager holds the GPU, a batch's requests already queue on the scheduler
     (not one at a time, a round trip each), at most max_concurrency of them ahead; they are

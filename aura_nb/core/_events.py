@@ -334,10 +334,26 @@ class EventLog:
         ]  # fmt: skip
         return ev_rows, tk_rows, n, n_tk
 
+    def _file(self) -> str:
+        """The file holding the rows that left memory (``keep=``): refused if it is not that file any more.
+
+        Read by its real path, so a symlink pointed elsewhere meanwhile reads no other log.
+        """
+        sink = self._sink
+        assert sink is not None
+        if sink.moved():
+            raise EventLogError(
+                f"{sink.path}: the file was deleted, moved or replaced while this manager wrote it, so the oldest "
+                f"{self._base} events, which had left memory once they were in it (keep=), are lost; the newest "
+                f"{len(self._tix)} are still in memory (log.events({self._base}))"
+            )
+        return sink.real
+
     def _full(self) -> EventLog:
         """This log's whole history: the rows that left memory, read from its file, then the rest."""
         sink = self._sink
         assert sink is not None
+        path = self._file()
         with self._lock:  # trimming waits: the rows from done_events on stay in memory
             done, done_tk = sink.done_events, sink.done_tasklets
             n = self._base + len(self._tix)
@@ -347,7 +363,7 @@ class EventLog:
             tks = self._tk[i_tk : n_tk - self._tk_base]
             sparse = self._sparse(done, n)
         # Bounded above too: a later session may append to the same file.
-        log = EventLog._read(sink.path, sink.seq0, sink.tix0, done, done_tk)
+        log = EventLog._read(path, sink.seq0, sink.tix0, done, done_tk)
         assert log._at is not None
         log._tk.extend(tks)
         origin, wall = self._origin, self._wall_offset
@@ -378,7 +394,7 @@ class EventLog:
             return self._tk[i]
         sink = self._sink  # a row that left memory: it is in the file
         assert sink is not None
-        with _sqlite.reading(sink.path) as con:
+        with _sqlite.reading(self._file()) as con:
             row = con.execute(
                 "SELECT tasklet_id, name, task, plan, resource_tags FROM tasklets WHERE tix = ?", (sink.tix0 + tix,)
             ).fetchone()
@@ -387,7 +403,7 @@ class EventLog:
     def _file_row(self, seq: int) -> tuple[Any, ...]:
         sink = self._sink
         assert sink is not None
-        with _sqlite.reading(sink.path) as con:
+        with _sqlite.reading(self._file()) as con:
             row = con.execute(
                 "SELECT t, code, tix, status, state_from, state_to, step, duration_s, error_type, error_message,"
                 " detail, attempt, sparse FROM events WHERE seq = ?",
@@ -707,14 +723,22 @@ class EventLog:
         """Write this log to one self-contained SQLite file (no ``-wal`` beside it).
 
         For a log written to or read from a file: that file as it is now, every session
-        in it (SQLite's backup API, taken from one snapshot). For a log only in memory:
-        its events. Refuses to overwrite an existing file.
+        in it (SQLite's backup API, taken from one snapshot). For a log only in memory,
+        or whose file was deleted, moved or replaced under its writer: its events in
+        memory. Refuses to overwrite an existing file.
         """
         dst = os.fspath(path)
         if os.path.exists(dst):
             raise EventLogError(f"{dst}: already exists; export writes a new file, pass another path")
-        self.flush()
-        source = self.path
+        sink = self._sink
+        if sink is not None and sink.moved():
+            # Its file is not this log's any more: what is in memory is all there is.
+            if self._base or self._tk_base:
+                self._file()  # raises: the oldest events are lost
+            source = None
+        else:
+            self.flush()
+            source = sink.real if sink is not None else self._source
         try:
             con = sqlite3.connect(dst, isolation_level=None)
         except sqlite3.Error as exc:

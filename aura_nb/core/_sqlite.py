@@ -419,6 +419,12 @@ class _Sink:
                 self.failing = False
                 _logger.warning("aura_nb event log %s: writing again, caught up", self.path)
 
+    def moved(self) -> bool:
+        """Is the file deleted, moved or replaced (its path no longer names the file this writer opened)?"""
+        if not self.gone and _identity(self.real) != self._identity:
+            self.gone = True
+        return self.gone
+
     def _failed(self, exc: Exception) -> None:
         con = self._con
         # After disk full or an I/O error sqlite may already have rolled back: a blind

@@ -65,14 +65,16 @@ class LimitStatistics:
         return load
 
     def __repr__(self) -> str:
-        held = f", {self.held_back} held back for {self.held_for}" if self.held_back else ""
+        # held_for and held_elsewhere are user text (a tasklet's name, another manager's label).
+        held = f", {self.held_back} held back for {_quoted(self.held_for, 80)}" if self.held_back else ""
         cap = "inf" if self.unlimited else self.capacity
         rate = f", rate {self.rate_used}/{self.rate} per {self.per:g}s" if self.rate is not None else ""
         if self.burst is not None and self.burst != self.rate:
             rate += f" burst {self.burst}"
         if self.margin:  # written as the rate writes it ("20/s burst 1 margin 30ms")
             rate += f" margin {self.margin * 1000:g}ms" if self.margin < 1 else f" margin {self.margin:g}s"
-        elsewhere = f", held by {'; '.join(self.held_elsewhere)}" if self.held_elsewhere else ""
+        others = "; ".join(_quoted(who, 80) for who in self.held_elsewhere)
+        elsewhere = f", held by {others}" if self.held_elsewhere else ""
         return f"<{self.name}: {self.in_use}/{cap} in use{elsewhere}{rate}, {self.waiting} waiting{held}>"
 
 
@@ -159,15 +161,18 @@ class WaitReport:
         lines = [f"{head} waits: number {self.position + 1} of {self.waiting_total} in the queue."]
         for need in self.needs:
             name = _quoted(need.name, 60)
+            # A resource with only a rate has no capacity (sys.maxsize): "inf", and its quota.
+            cap = "inf" if need.capacity >= _UNLIMITED else need.capacity
+            quota = f", quota {need.rate}" if need.rate is not None else ""
             if need.reason in _QUOTA_REASONS:
                 when = _countdown(need.next_token_in)
                 what = _QUOTA_REASONS[need.reason]
                 lines.append(f"  {name}: {what} ({need.rate}), next token in {when}")
             elif need.busy:
                 who = ", ".join(_quoted(h, 80) for h in need.holders[:5]) + (" ..." if len(need.holders) > 5 else "")
-                lines.append(f"  {name}: {need.in_use}/{need.capacity} in use, held by {who or 'nobody'}")
+                lines.append(f"  {name}: {need.in_use}/{cap} in use, held by {who or 'nobody'}")
             else:
-                lines.append(f"  {name}: free ({need.in_use}/{need.capacity})")
+                lines.append(f"  {name}: free ({need.in_use}/{cap}{quota})")
         if self.reserved_by:
             lines.append(
                 f"  the oldest waiter, {_quoted(self.reserved_by, 80)}, has first claim on the next free token of "

@@ -335,7 +335,7 @@ def _capacity_html(limit: LimitStatistics) -> str:
     bar_title = f"{limit.in_use} in use, {held} held back, {max(0, limit.capacity - limit.in_use - held)} free"
     if (elsewhere := elsewhere_note(limit)) is not None:  # right after the state: who else has it
         notes.insert(1 if state else 0, elsewhere)
-        bar_title += f"; held elsewhere by {'; '.join(limit.held_elsewhere)}"
+        bar_title += f"; held elsewhere by {'; '.join(display_text(who, 200) for who in limit.held_elsewhere)}"
     return (
         f'<div class="aura-gauge aura-gauge-{css_name(limit.name)} aura-load-{level}" '
         f'data-in-use="{limit.in_use}" data-capacity="{limit.capacity}" data-waiting="{limit.waiting}" '
