@@ -7,6 +7,8 @@ import threading
 import time
 from collections import Counter
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -752,3 +754,13 @@ def test_a_tasklet_is_immutable_and_survives_pickle_and_copy() -> None:
     assert type(mine) is Mine and mine.name == "sub" and mine.id != t.id
     with pytest.raises(AttributeError, match="immutable"):
         mine.name = "x"  # type: ignore[misc]
+
+    class Fetch(an.Tasklet):  # a subclass with its own constructor, the usual way
+        def __init__(self, url: str, **kw: Any) -> None:
+            super().__init__("web/get", params={"url": url}, **kw)
+
+    job = Fetch("https://example.org", timeout=3)
+    assert isinstance(job, an.Tasklet) and dict(job.params) == {"url": "https://example.org"} and job.timeout == 3.0
+    assert type(copy.deepcopy(job)) is Fetch and copy.deepcopy(job).id == job.id
+    with pytest.raises(an.TaskletError, match="timeout"):
+        Fetch("https://example.org", timeout=-1)

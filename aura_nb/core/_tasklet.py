@@ -150,9 +150,6 @@ class Tasklet(_TaskletFields):
             raise TaskletError(f"Tasklet({task!r}): id {id!r} must be a non-empty string")
         if retry is not None and type(retry) is not Retry:
             retry = Retry.of(retry, f"Tasklet({task!r})")
-        if cls is not Tasklet:  # a subclass may have a layout of its own: fill it slot by slot
-            return _build(cls, (task, params, resource_tags, required_initial_state, timeout, planning_timeout, name,
-                                id, retry))  # fmt: skip
         self = _new(_TaskletFields)
         self.task = task
         self.params = params
@@ -165,6 +162,13 @@ class Tasklet(_TaskletFields):
         self.retry = retry
         self.__class__ = Tasklet  # type: ignore[assignment]
         return self  # type: ignore[return-value]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass is built the usual way (its __init__ may call super().__init__(task,
+        # ...)): put _SubclassBase, which does that, between it and Tasklet.
+        if Tasklet in cls.__bases__ and "_SubclassBase" in globals():
+            cls.__bases__ = tuple(_SubclassBase if base is Tasklet else base for base in cls.__bases__)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Tasklet is immutable: cannot set {name!r} (create a new Tasklet)")
@@ -196,6 +200,24 @@ class Tasklet(_TaskletFields):
 
 _new = object.__new__
 _SETTERS = tuple(_TaskletFields.__dict__[f].__set__ for f in _FIELDS)
+
+
+class _SubclassBase(Tasklet):
+    """The base every subclass of Tasklet really gets: construction through ``__init__``.
+
+    ``Tasklet`` itself is built in ``__new__`` (fast); a subclass's own ``__init__``
+    expects ``super().__init__(task, ...)`` to check and set the fields, as with any class.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return _new(cls)
+
+    def __init__(self, task: str | Callable[..., Any], **kwargs: Any) -> None:
+        checked = Tasklet(task, **kwargs)  # the same checks, the same defaults
+        for setter, field in zip(_SETTERS, _FIELDS):
+            setter(self, getattr(checked, field))
 
 
 def _unpickle(cls: type[Tasklet], values: tuple[Any, ...]) -> Tasklet:
