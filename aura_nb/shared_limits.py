@@ -654,6 +654,7 @@ class DaskLimits:
 
     def try_acquire(self, keys: tuple[str, ...], owner: Any) -> _RemoteWaiter:
         """Ask the scheduler for the tokens: always a waiter (admitted after the round trip)."""
+        self._check_client()
         if self._new_limits is not None:
             self._apply_new_limits()
         with self._lock:
@@ -682,8 +683,13 @@ class DaskLimits:
                     ready = waiter.admitted or waiter.closed or waiter.error is not None
                     if not ready:
                         waiter.wake = wake
-                if not ready:
-                    await event.wait()
+                while not ready:
+                    # The lease and the grants travel on the client's loop: a closed client
+                    # stops them without a word, so look at it now and then.
+                    with anyio.move_on_after(self.lease_timeout):
+                        await event.wait()
+                    self._check_client()
+                    ready = event.is_set() or waiter.error is not None
         except BaseException:
             self.cancel_waiter(waiter)
             raise
@@ -895,7 +901,7 @@ class DaskLimits:
 
     def _maybe_bye(self) -> None:
         if self._closed and not self._pending and not self._n_granted and not self._said_bye:
-            if self._spoke:  # the scheduler knows this manager: tell it we are done
+            if self._spoke and self._lost is None:  # the scheduler knows this manager: tell it we are done
                 self._ops.append(("bye",))
                 self._kick()
             self._said_bye = True
@@ -903,8 +909,11 @@ class DaskLimits:
     def _kick(self) -> None:
         """Make sure the pump runs on the client's loop (lock held)."""
         if not self._pumping:
+            try:
+                self.client.loop.asyncio_loop.call_soon_threadsafe(self._spawn, self._pump)
+            except RuntimeError:  # the client's loop is closed: nothing can be sent (see _check_client)
+                return
             self._pumping = True
-            self.client.loop.asyncio_loop.call_soon_threadsafe(self._spawn, self._pump)
 
     # -- plumbing (the client's loop thread) ------------------------------------------------
     def _spawn(self, fn: Callable[[], Any]) -> None:
@@ -933,7 +942,7 @@ class DaskLimits:
                 )
             except Exception as exc:  # noqa: BLE001 - out of reach: retry until the lease is gone
                 if _now() - self._last_ok > self.lease_timeout:
-                    self._lose(f"the Dask scheduler was out of reach for over {self.lease_timeout:g} s ({exc!r})")
+                    self._lose(self._unreachable(exc))
                     return
                 await asyncio.sleep(0.1)
                 continue
@@ -964,7 +973,7 @@ class DaskLimits:
                 )
             except Exception as exc:  # noqa: BLE001
                 if _now() - self._last_ok > self.lease_timeout:
-                    self._lose(f"the Dask scheduler was out of reach for over {self.lease_timeout:g} s ({exc!r})")
+                    self._lose(self._unreachable(exc))
                     break
                 await asyncio.sleep(min(0.2, every))
                 continue
@@ -1003,6 +1012,18 @@ class DaskLimits:
                     wakes.append(waiter.wake)
         for wake in wakes:
             wake()
+
+    def _unreachable(self, exc: BaseException | None) -> str:
+        """Why the scheduler could not be reached, in words (the client closed is the usual cause)."""
+        status = str(getattr(self.client, "status", ""))
+        if status in ("closing", "closed"):
+            return "the Dask client was closed (client.close(), or its `with` block ended) while this manager used it"
+        return f"the Dask scheduler was out of reach for over {self.lease_timeout:g} s ({type(exc).__name__}: {exc})"
+
+    def _check_client(self) -> None:
+        """A closed client runs neither the lease nor the grants: its limits are lost now."""
+        if self._lost is None and str(getattr(self.client, "status", "")) in ("closing", "closed"):
+            self._lose(self._unreachable(None))
 
     def _lose(self, why: str) -> None:
         wakes = []

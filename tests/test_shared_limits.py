@@ -558,3 +558,28 @@ def test_a_rate_token_counts_from_when_the_work_starts() -> None:
         assert pool.rate_of("api")[1] == 2 and pool.in_use["api"] == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.anyio
+async def test_closing_the_dask_client_fails_waiting_tasklets_saying_so(address: str, request: Any) -> None:
+    """The usual way to lose the scheduler in a notebook: the client is closed under the manager."""
+    own = distributed.Client(address)
+    limits = DaskLimits(own, name=pool_name(request), label="closing", lease_timeout=1.0)
+    release = anyio.Event()
+
+    async def hold() -> str:
+        await release.wait()
+        return "done"
+
+    try:
+        async with an.ExecutionManager(limits=limits) as em:
+            holder = em.start(an.Tasklet(hold, resource_tags=["gpu:1"]))
+            waiter = em.start(an.Tasklet(hold, resource_tags=["gpu:1"]))
+            await anyio.sleep(0.3)
+            await anyio.to_thread.run_sync(own.close)
+            with anyio.fail_after(15), pytest.raises(SharedLimitsLostError, match="the Dask client was closed"):
+                await waiter
+            release.set()
+            assert await holder == "done"  # the running one keeps its outcome
+    finally:
+        await anyio.to_thread.run_sync(own.close)

@@ -283,7 +283,11 @@ class EventLog:
             except Exception as exc:
                 raise EventLogError(
                     f"{sink.path}: {sink.pending()} events not written yet ({_sqlite.describe(exc)}); "
-                    "they stay in memory and the writer keeps retrying"
+                    + (
+                        "they stay in memory; the writer stopped (see em.events.export(path))"
+                        if sink.gone
+                        else "they stay in memory and the writer keeps retrying"
+                    )
                 ) from exc
 
     @property

@@ -396,7 +396,7 @@ class _Sink:
                 self.gone = True
                 exc = EventLogError(
                     f"the file {self.path} was deleted, moved or replaced while this manager wrote it; "
-                    "its events stay in memory (em.events.to_frame(), em.events.export(path))"
+                    "the events still in memory stay there (em.events.to_frame(), em.events.export(path))"
                 )
                 self._failed(exc)
                 raise exc
