@@ -574,6 +574,7 @@ class DaskLimits:
         self._snap: dict[str, Any] | None = None
         self._snap_t = -1.0
         self._snap_failed = -1.0  # when the scheduler last did not answer a snapshot
+        self._snap_pause = 1.0  # how long to show the last one before asking again (grows while it fails)
         if register:
             client.register_plugin(SharedLimits(), name=PLUGIN_NAME)
         self._update_limits(self._call("aura_limits_snapshot", pool=self.name))
@@ -828,21 +829,26 @@ class DaskLimits:
 
     def snapshot(self, max_age: float = 0.05) -> dict[str, Any]:
         """The scheduler's view (cached ``max_age`` seconds); the last one if it is out of reach."""
+        self._check_client()
         now = _now()
         if self._new_limits is not None:
             self._apply_new_limits()
         if self._snap is not None and (
-            now - self._snap_t <= max_age or self._lost is not None or now - self._snap_failed < 1.0
+            now - self._snap_t <= max_age or self._lost is not None or now - self._snap_failed < self._snap_pause
         ):
             return self._snap  # fresh enough, or the scheduler is out of reach: do not block again
         try:
             snap = self._call("aura_limits_snapshot", pool=self.name, manager=self.manager_id, timeout=1.0)
         except Exception:  # noqa: BLE001 - out of reach: show what was last known
+            # Each try blocks the caller's loop up to 1 s: ask less often while it fails.
             self._snap_failed = _now()
+            self._snap_pause = min(self._snap_pause * 2, max(2.0, self.lease_timeout / 3))
             if self._snap is not None:
                 return self._snap
             snap = {"version": -1, "capacity": {}, "rates": {}, "in_use": {}, "waiting": {}, "quota": {},
                     "order": [], "held": None, "blocking": {}, "holders": {}, "managers": {}}  # fmt: skip
+        else:
+            self._snap_pause = 1.0
         for key in self.capacity:
             if key != GLOBAL:
                 snap["in_use"].setdefault(key, 0)

@@ -583,3 +583,29 @@ async def test_closing_the_dask_client_fails_waiting_tasklets_saying_so(address:
             assert await holder == "done"  # the running one keeps its outcome
     finally:
         await anyio.to_thread.run_sync(own.close)
+
+
+def test_an_unreachable_scheduler_is_asked_for_snapshots_less_and_less_often(
+    client: distributed.Client, request: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """statistics() and why() block the caller up to 1 s per try while the scheduler does
+    not answer: the tries thin out (the last snapshot is shown meanwhile)."""
+    import aura_nb.shared_limits as shared
+
+    limits = DaskLimits(client, name=pool_name(request), lease_timeout=30)
+    first = limits.snapshot()
+    clock = [shared._now()]
+    tries = []
+
+    def unreachable(op: str, **kwargs: Any) -> Any:
+        tries.append(clock[0])
+        raise OSError("timed out")
+
+    monkeypatch.setattr(shared, "_now", lambda: clock[0])
+    monkeypatch.setattr(limits, "_call", unreachable)
+    for _ in range(120):  # a Workbench refreshing every 0.25 s for 30 s
+        clock[0] += 0.25
+        assert limits.snapshot() is first
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert 3 <= len(tries) <= 7, tries
+    assert gaps == sorted(gaps) and gaps[-1] <= 10.5  # growing, to a third of the lease at most
