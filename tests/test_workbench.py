@@ -613,16 +613,39 @@ def test_a_held_back_token_is_its_own_segment_with_a_caption() -> None:
     assert '<span class="aura-gauge-state">full</span>' in plain
 
 
+def _note(row: str) -> str:
+    """The text of a gauge row's note."""
+    return re.sub(r"<[^>]+>", "", re.search(r'<span class="aura-gauge-note">(.*)</span></div>', row)[1])
+
+
 def test_a_shared_limit_names_the_other_managers_holding_it() -> None:
-    """Shared limits: who else holds the tokens, beside the state; the first two shown, all on hover."""
+    """Shared limits: who else holds the tokens, after the state and the counts (the note
+    is cut with an ellipsis where it is too long: the labels, not the counts); the first
+    two shown, all on hover."""
     others = ("vm:101 train.ipynb (1 tasklet)", "vm:102 <b>eval</b> (2 tasklets)", "gpu-box:7 nightly.py (1 tasklet)")
     row = _dashboard.gauge_html(LimitStatistics("gpu", 4, 4, 1, held_elsewhere=others))
-    note = re.sub(r"<[^>]+>", "", re.search(r'<span class="aura-gauge-note">(.*)</span></div>', row)[1])
-    assert note.startswith("full · held elsewhere: vm:101 train.ipynb (1 tasklet), vm:102 &lt;b&gt;eval&lt;/b&gt;")
+    note = _note(row)
+    assert note.startswith("full · 1 blocked here · held elsewhere: vm:101 train.ipynb (1 tasklet), vm:102 &lt;b&gt;eval")
     assert "+1 more" in note and "<b>eval</b>" not in row  # a label is text, never markup
     assert "gpu-box:7 nightly.py (1 tasklet)" in row  # on hover
     assert "held by vm:101 train.ipynb (1 tasklet)" in repr(LimitStatistics("gpu", 4, 4, 1, held_elsewhere=others))
     assert "held elsewhere" not in _dashboard.gauge_html(LimitStatistics("gpu", 4, 4, 1))  # a manager's own limits
+    # A rate-only resource's row: its quota's state and countdown come first too.
+    api = LimitStatistics("api", 2**63 - 1, 3, 5, rate=10, per=1.0, rate_used=10, next_token_in=0.2, held_elsewhere=others)
+    assert _note(_dashboard.gauge_html(api)).startswith("quota used · next token in 0.2 s · 5 blocked here · held elsewhere: ")
+
+
+def test_the_gauges_share_their_columns() -> None:
+    """All the rows are in one grid: the bars line up whatever a caption's length (a paced
+    quota's caption is twice a plain one's; a flex row each shrank its bar by as much)."""
+    limits = [LimitStatistics("global", 40, 3, 2000), LimitStatistics("gpu", 1, 1, 3),
+              LimitStatistics("api", 2**63 - 1, 0, 1440, rate=20, per=1.0, rate_used=14, burst=1)]  # fmt: skip
+    page = _dashboard.gauges_html(type("Stats", (), {"limits": limits})())
+    assert page.startswith('<div class="aura-gauge-list">') and page.endswith("</div>")
+    assert len(re.findall(r'<div class="aura-gauge ', page)) == 3 and page.count("<div") == 4  # rows, directly in it
+    css = re.sub(r"\s+", " ", _dashboard.CSS)
+    assert "@supports (grid-template-columns: subgrid)" in css  # else the flex rows, as before
+    assert ".aura-gauge-list > .aura-gauge { display: grid; grid-template-columns: subgrid; grid-column: 1 / -1; }" in css
 
 
 def test_the_event_log_falling_behind_is_a_visible_warning() -> None:

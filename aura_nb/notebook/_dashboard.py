@@ -115,6 +115,13 @@ CSS = """<style>
 .aura-gauge-text { flex: 0 0 auto; min-width: 12.5em; font-variant-numeric: tabular-nums; }
 .aura-gauge-note { flex: 0 1 18em; min-width: 0; overflow: hidden; text-overflow: ellipsis; color: var(--aura-fg2); }
 .aura-load-full .aura-gauge-state { font-weight: 700; color: var(--aura-fg); }
+@supports (grid-template-columns: subgrid) {
+  /* One grid for all the rows: every bar starts and ends where the others do, whatever
+     a caption's length (a paced quota's is twice a plain one's). */
+  .aura-gauge-list { display: grid; column-gap: 0.6em;
+    grid-template-columns: fit-content(10em) minmax(3em, 1fr) minmax(12.5em, max-content) fit-content(18em); }
+  .aura-gauge-list > .aura-gauge { display: grid; grid-template-columns: subgrid; grid-column: 1 / -1; }
+}
 .aura-legend { color: var(--aura-fg2); font-size: 0.92em; display: flex; flex-wrap: wrap; gap: 0.2em 1.2em;
   margin: 2px 0 4px; }
 .aura-legend [title], .aura-gauge [title], .aura-count[title] { cursor: help; }
@@ -292,8 +299,9 @@ def quota_html(limit: LimitStatistics, *, alone: bool = False) -> str:
     elif level == "busy":
         notes.append('<span class="aura-gauge-state">busy</span>')
     notes.append(f'<span class="aura-gauge-blocked" title="{esc(BLOCKED_TIP)}">{blocked} blocked here</span>')
+    # Last: the longest note, other users' labels, is the one the ellipsis cuts (full text on hover).
     if alone and (elsewhere := elsewhere_note(limit)) is not None:  # else the capacity row says it
-        notes.insert(0, elsewhere)
+        notes.append(elsewhere)
     text = quota_caption(limit)
     if alone:
         text += f" · {limit.waiting} waiting"
@@ -333,8 +341,8 @@ def _capacity_html(limit: LimitStatistics) -> str:
         notes.append(f'<span class="aura-gauge-held" title="{esc(HELD_TIP)}">{held} held for {who}{tail}</span>')
     notes.append(f'<span class="aura-gauge-blocked" title="{esc(BLOCKED_TIP)}">{blocked} blocked here</span>')
     bar_title = f"{limit.in_use} in use, {held} held back, {max(0, limit.capacity - limit.in_use - held)} free"
-    if (elsewhere := elsewhere_note(limit)) is not None:  # right after the state: who else has it
-        notes.insert(1 if state else 0, elsewhere)
+    if (elsewhere := elsewhere_note(limit)) is not None:  # last: the ellipsis cuts it, not the counts
+        notes.append(elsewhere)
         bar_title += f"; held elsewhere by {'; '.join(display_text(who, 200) for who in limit.held_elsewhere)}"
     return (
         f'<div class="aura-gauge aura-gauge-{css_name(limit.name)} aura-load-{level}" '
@@ -384,7 +392,8 @@ def legend_html(quota: bool = False) -> str:
 
 
 def gauges_html(stats: ManagerStatistics) -> str:
-    return "".join(gauge_html(limit) for limit in stats.limits)
+    """Every limit's gauge, in one list whose rows share their columns (bars aligned)."""
+    return f'<div class="aura-gauge-list">{"".join(gauge_html(limit) for limit in stats.limits)}</div>'
 
 
 def any_rate(stats: ManagerStatistics) -> bool:

@@ -164,3 +164,44 @@ def test_the_exported_tour_shows_its_snapshot_offline(browser_tools: None, page:
     shots = Path("/tmp/shots")
     shots.mkdir(exist_ok=True)
     last.screenshot(path=str(shots / "offline_tour_snapshot.png"))
+
+
+def test_the_gauge_bars_line_up_and_the_counts_stay_in_sight(page: Page) -> None:
+    """The gauges alone, in Chromium (no server): every bar starts and ends where the
+    others do, a paced quota's long caption included, and where a shared limit's note is
+    too long the ellipsis cuts the other managers' labels, not the state or the counts."""
+    from aura_nb import LimitStatistics
+    from aura_nb.notebook._dashboard import CSS, gauges_html
+
+    evil = "vm:7 " + ("nb\n  gpu: free (0/1)\u202eevil " + "x" * 200)[:200] + " (1 tasklet)"
+    limits = [
+        LimitStatistics("global", 40, 3, 2088),
+        LimitStatistics("gpu", 1, 1, 3, held_elsewhere=(evil,)),
+        LimitStatistics("search", 2**63 - 1, 2, 560, rate=10, per=1.0, rate_used=10, next_token_in=0.2,
+                        held_elsewhere=(evil, "vm:8 colleague-notebook (1 tasklet)")),
+        LimitStatistics("db", 2, 2, 92, rate=10, per=1.0, rate_used=2),
+        LimitStatistics("api_key_A", 2**63 - 1, 0, 1443, rate=20, per=1.0, rate_used=15, burst=1),
+    ]  # fmt: skip
+    stats = type("Stats", (), {"limits": limits})()
+    page.set_content(f'{CSS}<div class="aura-workbench" style="width: 832px">{gauges_html(stats)}</div>')
+    bars = page.locator(".aura-gauge-bar").evaluate_all(
+        "els => els.map(e => { const r = e.getBoundingClientRect(); return [Math.round(r.left), Math.round(r.right)]; })"
+    )
+    assert len(bars) == 6 and len(set(map(tuple, bars))) == 1, f"bars not aligned: {bars}"
+    assert bars[0][1] - bars[0][0] >= 100, f"bars squeezed: {bars}"
+    captions = page.locator(".aura-gauge-text")
+    expect(captions.nth(5)).to_have_text("15 / 20 per s, paced 1 per 0.05 s · 1443 waiting")
+    assert captions.evaluate_all("els => els.every(e => e.scrollWidth <= e.clientWidth)"), "a caption is clipped"
+    # The notes: the state (and the count, room permitting) visible in the note's box, the labels last.
+    for row, words in (("gpu", ["full", "3 blocked here"]), ("search", ["quota used"])):
+        note = page.locator(f".aura-gauge-{row} .aura-gauge-note").first
+        right = note.evaluate("e => e.getBoundingClientRect().right")
+        for word in words:
+            part = note.locator("span", has_text=word).first
+            assert part.evaluate("e => e.getBoundingClientRect().right") <= right + 0.5, f"{row}: {word!r} cut off"
+        last = note.evaluate("e => e.lastElementChild.className")
+        assert last == "aura-gauge-elsewhere", f"{row}: the labels come last, so the ellipsis cuts them ({last})"
+        label = note.locator(".aura-gauge-elsewhere .aura-name").first
+        assert label.evaluate("e => e.getClientRects().length") >= 1
+        assert "\n" not in label.inner_text() and "\u202e" not in label.inner_text()
+        assert label.get_attribute("title")
