@@ -641,8 +641,8 @@ def test_the_gauges_share_their_columns() -> None:
     limits = [LimitStatistics("global", 40, 3, 2000), LimitStatistics("gpu", 1, 1, 3),
               LimitStatistics("api", 2**63 - 1, 0, 1440, rate=20, per=1.0, rate_used=14, burst=1)]  # fmt: skip
     page = _dashboard.gauges_html(type("Stats", (), {"limits": limits})())
-    assert page.startswith('<div class="aura-gauge-list">') and page.endswith("</div>")
-    assert len(re.findall(r'<div class="aura-gauge ', page)) == 3 and page.count("<div") == 4  # rows, directly in it
+    assert page.startswith('<div class="aura-gauge-box"><div class="aura-gauge-list">') and page.endswith("</div>")
+    assert len(re.findall(r'<div class="aura-gauge ', page)) == 3 and page.count("<div") == 5  # rows, directly in it
     css = re.sub(r"\s+", " ", _dashboard.CSS)
     assert "@supports (grid-template-columns: subgrid)" in css  # else the flex rows, as before
     assert ".aura-gauge-list > .aura-gauge { display: grid; grid-template-columns: subgrid; grid-column: 1 / -1; }" in css

@@ -122,6 +122,16 @@ CSS = """<style>
     grid-template-columns: fit-content(10em) minmax(3em, 1fr) minmax(12.5em, max-content) fit-content(18em); }
   .aura-gauge-list > .aura-gauge { display: grid; grid-template-columns: subgrid; grid-column: 1 / -1; }
 }
+/* A narrow cell (a side panel, a phone): the note goes under its bar, and a long caption
+   wraps, instead of both being cut at the right edge. */
+.aura-gauge-box { container-type: inline-size; }
+@container (max-width: 40em) {
+  .aura-gauge-list { display: grid; column-gap: 0.6em; grid-template-columns: fit-content(7em) minmax(3em, 1fr) auto; }
+  .aura-gauge-list > .aura-gauge { display: grid; grid-template-columns: subgrid; grid-column: 1 / -1;
+    height: auto; min-height: 1.7em; row-gap: 0; }
+  .aura-gauge-list .aura-gauge-text { min-width: 0; white-space: normal; }
+  .aura-gauge-list .aura-gauge-note { grid-column: 2 / -1; font-size: 0.92em; white-space: normal; }
+}
 .aura-legend { color: var(--aura-fg2); font-size: 0.92em; display: flex; flex-wrap: wrap; gap: 0.2em 1.2em;
   margin: 2px 0 4px; }
 .aura-legend [title], .aura-gauge [title], .aura-count[title] { cursor: help; }
@@ -393,7 +403,8 @@ def legend_html(quota: bool = False) -> str:
 
 def gauges_html(stats: ManagerStatistics) -> str:
     """Every limit's gauge, in one list whose rows share their columns (bars aligned)."""
-    return f'<div class="aura-gauge-list">{"".join(gauge_html(limit) for limit in stats.limits)}</div>'
+    rows = "".join(gauge_html(limit) for limit in stats.limits)
+    return f'<div class="aura-gauge-box"><div class="aura-gauge-list">{rows}</div></div>'
 
 
 def any_rate(stats: ManagerStatistics) -> bool:

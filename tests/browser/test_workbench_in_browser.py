@@ -205,3 +205,30 @@ def test_the_gauge_bars_line_up_and_the_counts_stay_in_sight(page: Page) -> None
         assert label.evaluate("e => e.getClientRects().length") >= 1
         assert "\n" not in label.inner_text() and "\u202e" not in label.inner_text()
         assert label.get_attribute("title")
+
+
+def test_in_a_narrow_cell_the_gauges_wrap_instead_of_running_off_the_edge(page: Page) -> None:
+    """420 px: every part of every row stays inside the cell (the note goes under its bar,
+    a long caption wraps), and the bars still line up."""
+    from aura_nb import LimitStatistics
+    from aura_nb.notebook._dashboard import CSS, gauges_html
+
+    limits = [
+        LimitStatistics("global", 40, 3, 1941),
+        LimitStatistics("gpu", 1, 1, 3, held_elsewhere=("vm:8 colleague-notebook (1 tasklet)",)),
+        LimitStatistics("search", 2**63 - 1, 10, 490, rate=10, per=1.0, rate_used=10, next_token_in=0.2),
+        LimitStatistics("api_key_A", 2**63 - 1, 0, 1440, rate=20, per=1.0, rate_used=14, burst=1, margin=0.03),
+    ]  # fmt: skip
+    stats = type("Stats", (), {"limits": limits})()
+    page.set_content(f'{CSS}<div class="aura-workbench" style="width: 420px">{gauges_html(stats)}</div>')
+    right = page.locator(".aura-workbench").evaluate("e => e.getBoundingClientRect().right")
+    parts = page.locator(".aura-gauge > span").evaluate_all(
+        "els => els.map(e => [e.className, e.getBoundingClientRect().right, e.scrollWidth <= e.clientWidth + 1])"
+    )
+    for css, edge, whole in parts:
+        assert edge <= right + 0.5, f"{css} runs off the edge ({edge} > {right})"
+        if "aura-gauge-text" in css:
+            assert whole, f"a caption is cut: {css}"
+    bars = page.locator(".aura-gauge-bar").evaluate_all("els => els.map(e => Math.round(e.getBoundingClientRect().left))")
+    assert len(set(bars)) == 1, bars
+    expect(page.locator(".aura-gauge-api_key_A .aura-gauge-text")).to_contain_text("paced 1 per 0.05 s")
