@@ -499,3 +499,30 @@ async def test_closing_the_manager_while_tasklets_wait_for_the_window() -> None:
 async def _submit_expect_closed(em: an.ExecutionManager, tasklet: an.Tasklet) -> None:
     with pytest.raises(an.ManagerClosedError):
         await em.submit(tasklet)
+
+
+@pytest.mark.parametrize(("first", "second"), [("asyncio", "asyncio"), ("trio", "trio"), ("asyncio", "trio")])
+def test_a_manager_used_by_a_second_run_still_wakes_its_rate_waiters(first: str, second: str) -> None:
+    """The pool's timer was armed in a run that ended before it fired: the next run arms it again."""
+
+    async def body() -> None:
+        pass
+
+    em = an.ExecutionManager(rates={"api": "1/0.3s"})
+
+    async def leave_one_waiting() -> None:
+        await em.submit(an.Tasklet(body, resource_tags=["api"]))
+        with anyio.move_on_after(0.05):  # it waits for the window (the timer is armed), then gives up
+            await em.submit(an.Tasklet(body, resource_tags=["api"]))
+
+    async def two_more() -> None:
+        with anyio.fail_after(LIMIT):
+            for _ in range(2):
+                await em.submit(an.Tasklet(body, resource_tags=["api"]))
+        await em.aclose()
+
+    anyio.run(leave_one_waiting, backend=first)
+    anyio.run(two_more, backend=second)
+    t = starts(em)
+    assert len(t) == 3 and t[2] - t[1] >= 0.3
+    assert_nothing_held(em)

@@ -257,12 +257,13 @@ class Timer:
     thread, synchronously. Times are :func:`time.monotonic` values.
     """
 
-    __slots__ = ("callback", "when", "_handle", "_scope", "_deadline", "_trio_run", "_closed")
+    __slots__ = ("callback", "when", "_handle", "_loop", "_scope", "_deadline", "_trio_run", "_closed")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
         self.when = math.inf
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # asyncio: the loop ``when`` was armed on
         self._deadline = math.inf  # trio: when the sleeping task should fire (trio's clock)
         self._scope: Any = None  # trio: the sleeping task's cancel scope
         self._trio_run: Any = None  # trio: the run (root task) the sleeping task belongs to
@@ -270,21 +271,35 @@ class Timer:
 
     def arm(self, when: float) -> None:
         """Make sure the callback runs at ``when`` or soon after (never later)."""
-        if when >= self.when or self._closed:
+        if self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        if when >= self.when:
+            # Armed already, for no later: unless that was in a run that ended (a manager
+            # used by two asyncio.run or trio.run calls), whose wake-up will never come.
+            if loop is not None:
+                if self._loop is loop:
+                    return
+            else:
+                import trio
+
+                if self._trio_run is trio.lowlevel.current_root_task():
+                    return
+            self.when = math.inf
         if loop is not None:
             if self._handle is not None:
                 self._handle.cancel()
             self.when = when
+            self._loop = loop
             self._handle = loop.call_at(loop.time() + (when - time.monotonic()), self._fire)
             return
         import trio
 
         self.when = when
+        self._loop = None
         self._deadline = trio.current_time() + (when - time.monotonic())
         root = trio.lowlevel.current_root_task()
         if self._trio_run is not root:  # first use in this run: start the sleeping task
