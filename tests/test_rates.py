@@ -460,6 +460,26 @@ async def test_set_rate_live_paces_and_unpaces_the_waiters() -> None:
     assert_nothing_held(em)
 
 
+@pytest.mark.parametrize("look_between", [False, True])
+async def test_a_token_back_under_a_shorter_window_stays_back_when_the_window_grows_again(look_between: bool) -> None:
+    """What the quota counts after two live changes does not depend on whether statistics() ran between them."""
+
+    async def body() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "2/1s"}) as em:
+            for _ in range(2):
+                await em.submit(an.Tasklet(body, resource_tags=["api"]))
+            await anyio.sleep(0.6)
+            em.set_rate("api", "2/0.5s")  # both tokens are 0.6 s old: back
+            if look_between:
+                assert em.statistics().resources["api"].rate_used == 0
+            em.set_rate("api", "2/1s")
+            assert em.statistics().resources["api"].rate_used == 0
+    assert_nothing_held(em)
+
+
 async def test_cancelling_a_tasklet_that_waits_for_the_window_leaves_nothing_behind() -> None:
     async def body() -> None:
         pass

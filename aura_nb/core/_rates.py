@@ -186,7 +186,14 @@ class Window:
         self.set(rate)
 
     def set(self, rate: Rate) -> None:
-        """Take a new rate, live: the tokens already out keep counting."""
+        """Take a new rate, live: the tokens already out keep counting.
+
+        Out under the rate being replaced: a token that came back under it stays back
+        under a longer window set later (whether anyone looked at the window between
+        the two changes or not).
+        """
+        if self.stamps:
+            self.used(time.monotonic())
         self.rate = rate
         self.limit = rate.limit
         self.per = rate.per
