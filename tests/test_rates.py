@@ -501,6 +501,43 @@ async def test_cancelling_a_tasklet_that_waits_for_the_window_leaves_nothing_beh
     assert_nothing_held(em)
 
 
+async def test_a_tasklet_cancelled_before_its_body_started_gives_its_rate_token_back() -> None:
+    """Taken at start() (the quota was free), cancelled before its task ran: the body never
+    started, so its token does not count; one whose body ran keeps counting, retries too."""
+    calls = 0
+
+    async def body() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the first attempt fails")
+
+    async def noop() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "2/10s"}) as em:
+            doomed = [em.start(an.Tasklet(noop, resource_tags=["api"])) for _ in range(2)]
+            assert em.statistics().resources["api"].rate_used == 2
+            assert all([handle.cancel() for handle in doomed])
+            for handle in doomed:
+                with pytest.raises(an.TaskletCancelledError):
+                    await handle
+            assert em.statistics().resources["api"].rate_used == 0
+            # Its first attempt ran (a token used), then it is cancelled while it backs off.
+            retried = em.start(an.Tasklet(body, resource_tags=["api"], retry=an.Retry(times=1, backoff=5.0)))
+            while calls == 0:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.01)
+            assert retried.cancel()
+            with pytest.raises(an.TaskletCancelledError):
+                await retried
+            assert em.statistics().resources["api"].rate_used == 1
+            with anyio.fail_after(5):  # the second token is free now, not in 10 s
+                await em.submit(an.Tasklet(noop, resource_tags=["api"]))
+    assert_nothing_held(em)
+
+
 async def test_closing_the_manager_while_tasklets_wait_for_the_window() -> None:
     async def body() -> None:
         pass

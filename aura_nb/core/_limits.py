@@ -195,7 +195,7 @@ class ResourcePool:
                     for key in keys:
                         in_use[key] += 1
                     if rates:
-                        self._stamp(keys)
+                        self._stamp(keys, owner)
                     return None
         waiter = self._enqueue(keys, owner)
         self._dispatch()
@@ -400,14 +400,38 @@ class ResourcePool:
                 return key
         return None
 
-    def _stamp(self, keys: tuple[str, ...]) -> None:
+    def _stamp(self, keys: tuple[str, ...], owner: Any) -> None:
         """Admitted: take a rate token of every rated key (it comes back ``per`` s later)."""
         rates = self._rates
         now = time.monotonic()
+        taken = False
         for key in keys:
             window = rates.get(key)
             if window is not None:
                 window.stamps.append(now)
+                taken = True
+        if taken and hasattr(type(owner), "rate_stamp"):
+            owner.rate_stamp = now  # see give_back
+
+    def give_back(self, keys: tuple[str, ...], owner: Any) -> None:
+        """Its work never started (cancelled or closed first): the rate tokens it took come back.
+
+        Call it before :meth:`release`. The owner's ``rate_stamp`` is the time its tokens
+        were taken; a token that came back already (or whose rate was replaced since) is
+        not in the window any more.
+        """
+        stamp = getattr(owner, "rate_stamp", None)
+        if stamp is None:
+            return
+        owner.rate_stamp = None
+        rates = self._rates
+        for key in keys:
+            window = rates.get(key)
+            if window is not None:
+                try:
+                    window.stamps.remove(stamp)
+                except ValueError:
+                    pass
 
     def _hold(self, keys: tuple[str, ...]) -> list[Window]:
         """Admitted from the queue: take its rate tokens, their window starting when its task resumes.
@@ -428,6 +452,8 @@ class ResourcePool:
         for window in waiter.windows or ():
             window.pending -= 1
             window.stamps.append(now)
+        if waiter.windows and hasattr(type(owner := waiter.owner), "rate_stamp"):
+            owner.rate_stamp = now  # see give_back
         waiter.windows = None
         if self._n_waiting:
             self._arm(waiter.queue.keys)
