@@ -219,6 +219,26 @@ async def test_burst_1_spaces_the_starts_evenly_and_the_window_still_holds() -> 
     assert_nothing_held(em)
 
 
+async def test_paced_starts_stay_apart_when_the_task_runs_long_after_start() -> None:
+    """start() takes a free token at once; its window starts when the task runs, not at start():
+    a caller that keeps the loop busy cannot make two paced starts leave together."""
+
+    async def body() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "20/s burst 1"}) as em:
+            first = em.start(an.Tasklet(body, resource_tags=["api"]))
+            second = em.start(an.Tasklet(body, resource_tags=["api"]))
+            assert "its tokens were granted" in str(em.why(first))
+            time.sleep(0.1)  # longer than the pacing window, before either task ran
+            await first
+            await second
+    t = starts(em)
+    assert len(t) == 2 and t[1] - t[0] >= 0.05 - LATE
+    assert_nothing_held(em)
+
+
 async def ten_starts(rate: str) -> list[float]:
     """When each of ten no-op tasklets tagging ``api`` started, under ``rates={"api": rate}``."""
 
