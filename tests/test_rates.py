@@ -112,6 +112,16 @@ def test_a_bad_burst_or_margin_in_text_is_refused_where_it_was_given(text: str, 
         em.set_rate("api", text)
 
 
+@pytest.mark.parametrize("bad", ["9" * 10_000 + "/fortnight", "20/s\nburst x", "20/s \u202e burst 1", ("x" * 10_000, 1.0)])
+def test_a_hostile_rate_text_is_shown_short_and_on_one_line(bad: object) -> None:
+    em = an.ExecutionManager()
+    for refuse in (lambda: an.ExecutionManager(rates={"api": bad}), lambda: em.set_rate("api", bad)):  # type: ignore[arg-type]
+        with pytest.raises(an.ResourceTagError) as info:
+            refuse()
+        message = str(info.value)
+        assert len(message) < 400 and "\n" not in message and "\u202e" not in message, message
+
+
 def test_rates_need_a_valid_resource_name_and_a_mapping() -> None:
     with pytest.raises(an.ResourceTagError, match="not valid"):
         an.ExecutionManager(rates={"bad name": "1/s"})

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._checks import shown as _shown
 from ._errors import ResourceTagError
 
 __all__ = ["UNLIMITED", "Rate", "Timer", "Window"]
@@ -108,8 +109,8 @@ class Rate:
 
     def __post_init__(self) -> None:
         limit, per, burst, margin = self.limit, self.per, self.burst, self.margin
-        shown = f"Rate({limit!r}, per={per!r}"
-        shown += (f", burst={burst!r}" if burst is not None else "") + (f", margin={margin!r})" if margin else ")")
+        shown = f"Rate({_shown(limit)}, per={_shown(per)}"
+        shown += (f", burst={_shown(burst)}" if burst is not None else "") + (f", margin={_shown(margin)})" if margin else ")")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ResourceTagError(f"{shown}: limit must be a positive integer")
         if isinstance(per, bool) or not isinstance(per, (int, float)) or not (0 < per <= MAX_PER):
@@ -148,7 +149,7 @@ class Rate:
                 margin_unit = _unit(m.group(6)) if m and m.group(6) else 1.0
                 if m is None or unit is None or margin_unit is None:
                     raise ResourceTagError(
-                        f"{where}: rate {value!r} is not understood; write e.g. '10/s', '600/min', '5/2s', "
+                        f"{where}: rate {_shown(value)} is not understood; write e.g. '10/s', '600/min', '5/2s', "
                         "'20/s burst 1 margin 20ms' or an.Rate(10, per=1.0)"
                     )
                 burst = int(m.group(4)) if m.group(4) else None
@@ -161,7 +162,7 @@ class Rate:
                 raise
             raise ResourceTagError(f"{where}: {exc}") from None
         raise ResourceTagError(
-            f"{where}: rate {value!r} must be text like '10/s', a (limit, per_seconds) pair or an.Rate(10, per=1.0)"
+            f"{where}: rate {_shown(value)} must be text like '10/s', a (limit, per_seconds) pair or an.Rate(10, per=1.0)"
         )
 
     def __str__(self) -> str:
