@@ -112,6 +112,16 @@ def test_a_bad_burst_or_margin_in_text_is_refused_where_it_was_given(text: str, 
         em.set_rate("api", text)
 
 
+@pytest.mark.parametrize("bad", ["9" * 10_000 + "/fortnight", "20/s\nburst x", "20/s \u202e burst 1", ("x" * 10_000, 1.0)])
+def test_a_hostile_rate_text_is_shown_short_and_on_one_line(bad: object) -> None:
+    em = an.ExecutionManager()
+    for refuse in (lambda: an.ExecutionManager(rates={"api": bad}), lambda: em.set_rate("api", bad)):  # type: ignore[arg-type]
+        with pytest.raises(an.ResourceTagError) as info:
+            refuse()
+        message = str(info.value)
+        assert len(message) < 400 and "\n" not in message and "\u202e" not in message, message
+
+
 def test_rates_need_a_valid_resource_name_and_a_mapping() -> None:
     with pytest.raises(an.ResourceTagError, match="not valid"):
         an.ExecutionManager(rates={"bad name": "1/s"})
@@ -216,6 +226,26 @@ async def test_burst_1_spaces_the_starts_evenly_and_the_window_still_holds() -> 
     assert max_in_window(t, 0.5) <= 10
     # Paced, not stalled: the pool's timer wakes each one when its turn comes.
     assert 11 * 0.05 - LATE <= t[-1] - t[0] < 11 * 0.05 + 1.0
+    assert_nothing_held(em)
+
+
+async def test_paced_starts_stay_apart_when_the_task_runs_long_after_start() -> None:
+    """start() takes a free token at once; its window starts when the task runs, not at start():
+    a caller that keeps the loop busy cannot make two paced starts leave together."""
+
+    async def body() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "20/s burst 1"}) as em:
+            first = em.start(an.Tasklet(body, resource_tags=["api"]))
+            second = em.start(an.Tasklet(body, resource_tags=["api"]))
+            assert "its tokens were granted" in str(em.why(first))
+            time.sleep(0.1)  # longer than the pacing window, before either task ran
+            await first
+            await second
+    t = starts(em)
+    assert len(t) == 2 and t[1] - t[0] >= 0.05 - LATE
     assert_nothing_held(em)
 
 
@@ -460,6 +490,26 @@ async def test_set_rate_live_paces_and_unpaces_the_waiters() -> None:
     assert_nothing_held(em)
 
 
+@pytest.mark.parametrize("look_between", [False, True])
+async def test_a_token_back_under_a_shorter_window_stays_back_when_the_window_grows_again(look_between: bool) -> None:
+    """What the quota counts after two live changes does not depend on whether statistics() ran between them."""
+
+    async def body() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "2/1s"}) as em:
+            for _ in range(2):
+                await em.submit(an.Tasklet(body, resource_tags=["api"]))
+            await anyio.sleep(0.6)
+            em.set_rate("api", "2/0.5s")  # both tokens are 0.6 s old: back
+            if look_between:
+                assert em.statistics().resources["api"].rate_used == 0
+            em.set_rate("api", "2/1s")
+            assert em.statistics().resources["api"].rate_used == 0
+    assert_nothing_held(em)
+
+
 async def test_cancelling_a_tasklet_that_waits_for_the_window_leaves_nothing_behind() -> None:
     async def body() -> None:
         pass
@@ -481,6 +531,43 @@ async def test_cancelling_a_tasklet_that_waits_for_the_window_leaves_nothing_beh
     assert_nothing_held(em)
 
 
+async def test_a_tasklet_cancelled_before_its_body_started_gives_its_rate_token_back() -> None:
+    """Taken at start() (the quota was free), cancelled before its task ran: the body never
+    started, so its token does not count; one whose body ran keeps counting, retries too."""
+    calls = 0
+
+    async def body() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the first attempt fails")
+
+    async def noop() -> None:
+        pass
+
+    with anyio.fail_after(LIMIT):
+        async with an.ExecutionManager(rates={"api": "2/10s"}) as em:
+            doomed = [em.start(an.Tasklet(noop, resource_tags=["api"])) for _ in range(2)]
+            assert em.statistics().resources["api"].rate_used == 2
+            assert all([handle.cancel() for handle in doomed])
+            for handle in doomed:
+                with pytest.raises(an.TaskletCancelledError):
+                    await handle
+            assert em.statistics().resources["api"].rate_used == 0
+            # Its first attempt ran (a token used), then it is cancelled while it backs off.
+            retried = em.start(an.Tasklet(body, resource_tags=["api"], retry=an.Retry(times=1, backoff=5.0)))
+            while calls == 0:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.01)
+            assert retried.cancel()
+            with pytest.raises(an.TaskletCancelledError):
+                await retried
+            assert em.statistics().resources["api"].rate_used == 1
+            with anyio.fail_after(5):  # the second token is free now, not in 10 s
+                await em.submit(an.Tasklet(noop, resource_tags=["api"]))
+    assert_nothing_held(em)
+
+
 async def test_closing_the_manager_while_tasklets_wait_for_the_window() -> None:
     async def body() -> None:
         pass
@@ -499,3 +586,30 @@ async def test_closing_the_manager_while_tasklets_wait_for_the_window() -> None:
 async def _submit_expect_closed(em: an.ExecutionManager, tasklet: an.Tasklet) -> None:
     with pytest.raises(an.ManagerClosedError):
         await em.submit(tasklet)
+
+
+@pytest.mark.parametrize(("first", "second"), [("asyncio", "asyncio"), ("trio", "trio"), ("asyncio", "trio")])
+def test_a_manager_used_by_a_second_run_still_wakes_its_rate_waiters(first: str, second: str) -> None:
+    """The pool's timer was armed in a run that ended before it fired: the next run arms it again."""
+
+    async def body() -> None:
+        pass
+
+    em = an.ExecutionManager(rates={"api": "1/0.3s"})
+
+    async def leave_one_waiting() -> None:
+        await em.submit(an.Tasklet(body, resource_tags=["api"]))
+        with anyio.move_on_after(0.05):  # it waits for the window (the timer is armed), then gives up
+            await em.submit(an.Tasklet(body, resource_tags=["api"]))
+
+    async def two_more() -> None:
+        with anyio.fail_after(LIMIT):
+            for _ in range(2):
+                await em.submit(an.Tasklet(body, resource_tags=["api"]))
+        await em.aclose()
+
+    anyio.run(leave_one_waiting, backend=first)
+    anyio.run(two_more, backend=second)
+    t = starts(em)
+    assert len(t) == 3 and t[2] - t[1] >= 0.3
+    assert_nothing_held(em)

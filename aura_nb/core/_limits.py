@@ -195,6 +195,8 @@ class ResourcePool:
                     for key in keys:
                         in_use[key] += 1
                     if rates:
+                        if hasattr(type(owner), "rate_stamp"):
+                            return self._granted(keys, owner)
                         self._stamp(keys)
                     return None
         waiter = self._enqueue(keys, owner)
@@ -409,6 +411,43 @@ class ResourcePool:
             if window is not None:
                 window.stamps.append(now)
 
+    def _granted(self, keys: tuple[str, ...], owner: Any) -> _Waiter | None:
+        """Admitted at once by :meth:`try_acquire`, for an owner whose work starts when its task runs.
+
+        A manager's run (its class has a ``rate_stamp`` slot) may run much later than
+        ``start()`` took its tokens (the caller keeps the loop busy, other tasks run
+        first): like a queued tasklet's, its rate tokens are held and start their window
+        when its task passes :meth:`wait`, else two paced starts could run back to back.
+        The waiter it gets is admitted already and has no place in any queue.
+        """
+        windows = self._hold(keys)
+        if not windows:
+            return None
+        waiter = _Waiter(None, _Queue(keys), owner)  # type: ignore[arg-type]
+        waiter.admitted = True
+        waiter.windows = windows
+        return waiter
+
+    def give_back(self, keys: tuple[str, ...], owner: Any) -> None:
+        """Its work never started (cancelled or closed first): the rate tokens it took come back.
+
+        Call it before :meth:`release`. The owner's ``rate_stamp`` is the time its tokens
+        started their window (set by :meth:`wait`); a token that came back already (or
+        whose rate was replaced since) is not in the window any more.
+        """
+        stamp = getattr(owner, "rate_stamp", None)
+        if stamp is None:
+            return
+        owner.rate_stamp = None
+        rates = self._rates
+        for key in keys:
+            window = rates.get(key)
+            if window is not None:
+                try:
+                    window.stamps.remove(stamp)
+                except ValueError:
+                    pass
+
     def _hold(self, keys: tuple[str, ...]) -> list[Window]:
         """Admitted from the queue: take its rate tokens, their window starting when its task resumes.
 
@@ -428,6 +467,8 @@ class ResourcePool:
         for window in waiter.windows or ():
             window.pending -= 1
             window.stamps.append(now)
+        if waiter.windows and hasattr(type(owner := waiter.owner), "rate_stamp"):
+            owner.rate_stamp = now  # see give_back
         waiter.windows = None
         if self._n_waiting:
             self._arm(waiter.queue.keys)

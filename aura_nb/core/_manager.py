@@ -131,7 +131,7 @@ class _Run:
     __slots__ = (
         "tasklet", "tix", "keys", "fn", "is_async", "plan", "task_label", "status",
         "handle", "timed_out", "planning", "seq0", "waiter", "worker", "on_admit",
-        "body_started", "cancel_requested", "scope", "after_scope", "result", "attempt", "place",
+        "body_started", "cancel_requested", "scope", "after_scope", "result", "attempt", "place", "rate_stamp",
     )  # fmt: skip
 
     def __init__(
@@ -156,7 +156,8 @@ class _Run:
         # Set only where they apply (read with getattr): one store less per tasklet each.
         # body_started: known for sync bodies; scope: a started tasklet's own cancel
         # scope; after_scope: while its after_task_run hooks run; place: its seq in the
-        # pool's queue if it waited (a retry keeps it).
+        # pool's queue if it waited (a retry keeps it); rate_stamp: set by the pool, the
+        # time its rate tokens were taken (given back if its body never starts).
 
     def request_cancel(self) -> bool:
         """A handle's cancel(): True if this changes the outcome (it ends ``cancelled``)."""
@@ -476,6 +477,7 @@ class ExecutionManager:
             x = _failure_x(None, exc, f"attempt {run.attempt} failed; retrying in {delay:.3g} s", run.attempt)  # type: ignore[arg-type]
             seq = rec.record_x(_FAILURE, run.tix, _now(), x)
             pool.release(run.keys)
+            run.rate_stamp = None  # that attempt's rate tokens were used: never given back
             released = (*_EMPTY_X[:-1], run.attempt)
             rec.record_x(_RELEASED, run.tix, _now(), released)
             run.attempt += 1
@@ -617,6 +619,9 @@ class ExecutionManager:
         that cancellation is raised (after everything was released and recorded).
         """
         status = self._status_of(run, exc, holding)
+        # Its tokens were taken but nothing started (cancelled, closed, a hook failed
+        # before before_task_run): its rate tokens come back with the rest.
+        unstarted = holding and run.status == "waiting"
         if run.status == "running":
             self._n_running -= 1
         elif run.status == "planning":
@@ -634,6 +639,8 @@ class ExecutionManager:
             pending = late
         finally:
             if holding:
+                if unstarted and (give_back := getattr(self._pool, "give_back", None)) is not None:
+                    give_back(run.keys, run)
                 self._pool.release(run.keys)
         if holding:
             seq = rec.record(_RELEASED, tix, _now())

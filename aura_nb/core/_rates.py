@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._checks import shown as _shown
 from ._errors import ResourceTagError
 
 __all__ = ["UNLIMITED", "Rate", "Timer", "Window"]
@@ -108,8 +109,8 @@ class Rate:
 
     def __post_init__(self) -> None:
         limit, per, burst, margin = self.limit, self.per, self.burst, self.margin
-        shown = f"Rate({limit!r}, per={per!r}"
-        shown += (f", burst={burst!r}" if burst is not None else "") + (f", margin={margin!r})" if margin else ")")
+        shown = f"Rate({_shown(limit)}, per={_shown(per)}"
+        shown += (f", burst={_shown(burst)}" if burst is not None else "") + (f", margin={_shown(margin)})" if margin else ")")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ResourceTagError(f"{shown}: limit must be a positive integer")
         if isinstance(per, bool) or not isinstance(per, (int, float)) or not (0 < per <= MAX_PER):
@@ -148,7 +149,7 @@ class Rate:
                 margin_unit = _unit(m.group(6)) if m and m.group(6) else 1.0
                 if m is None or unit is None or margin_unit is None:
                     raise ResourceTagError(
-                        f"{where}: rate {value!r} is not understood; write e.g. '10/s', '600/min', '5/2s', "
+                        f"{where}: rate {_shown(value)} is not understood; write e.g. '10/s', '600/min', '5/2s', "
                         "'20/s burst 1 margin 20ms' or an.Rate(10, per=1.0)"
                     )
                 burst = int(m.group(4)) if m.group(4) else None
@@ -161,7 +162,7 @@ class Rate:
                 raise
             raise ResourceTagError(f"{where}: {exc}") from None
         raise ResourceTagError(
-            f"{where}: rate {value!r} must be text like '10/s', a (limit, per_seconds) pair or an.Rate(10, per=1.0)"
+            f"{where}: rate {_shown(value)} must be text like '10/s', a (limit, per_seconds) pair or an.Rate(10, per=1.0)"
         )
 
     def __str__(self) -> str:
@@ -186,7 +187,14 @@ class Window:
         self.set(rate)
 
     def set(self, rate: Rate) -> None:
-        """Take a new rate, live: the tokens already out keep counting."""
+        """Take a new rate, live: the tokens already out keep counting.
+
+        Out under the rate being replaced: a token that came back under it stays back
+        under a longer window set later (whether anyone looked at the window between
+        the two changes or not).
+        """
+        if self.stamps:
+            self.used(time.monotonic())
         self.rate = rate
         self.limit = rate.limit
         self.per = rate.per
@@ -257,12 +265,13 @@ class Timer:
     thread, synchronously. Times are :func:`time.monotonic` values.
     """
 
-    __slots__ = ("callback", "when", "_handle", "_scope", "_deadline", "_trio_run", "_closed")
+    __slots__ = ("callback", "when", "_handle", "_loop", "_scope", "_deadline", "_trio_run", "_closed")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
         self.when = math.inf
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # asyncio: the loop ``when`` was armed on
         self._deadline = math.inf  # trio: when the sleeping task should fire (trio's clock)
         self._scope: Any = None  # trio: the sleeping task's cancel scope
         self._trio_run: Any = None  # trio: the run (root task) the sleeping task belongs to
@@ -270,21 +279,35 @@ class Timer:
 
     def arm(self, when: float) -> None:
         """Make sure the callback runs at ``when`` or soon after (never later)."""
-        if when >= self.when or self._closed:
+        if self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        if when >= self.when:
+            # Armed already, for no later: unless that was in a run that ended (a manager
+            # used by two asyncio.run or trio.run calls), whose wake-up will never come.
+            if loop is not None:
+                if self._loop is loop:
+                    return
+            else:
+                import trio
+
+                if self._trio_run is trio.lowlevel.current_root_task():
+                    return
+            self.when = math.inf
         if loop is not None:
             if self._handle is not None:
                 self._handle.cancel()
             self.when = when
+            self._loop = loop
             self._handle = loop.call_at(loop.time() + (when - time.monotonic()), self._fire)
             return
         import trio
 
         self.when = when
+        self._loop = None
         self._deadline = trio.current_time() + (when - time.monotonic())
         root = trio.lowlevel.current_root_task()
         if self._trio_run is not root:  # first use in this run: start the sleeping task
