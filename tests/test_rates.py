@@ -613,3 +613,19 @@ def test_a_manager_used_by_a_second_run_still_wakes_its_rate_waiters(first: str,
     t = starts(em)
     assert len(t) == 3 and t[2] - t[1] >= 0.3
     assert_nothing_held(em)
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [an.Rate(1, per=1 / 3), an.Rate(5, per=1e-7), an.Rate(20, burst=1, margin=0.03), an.Rate(3, per=2.5, margin=1 / 7),
+     an.Rate(600, per=60.0), an.Rate(2, per=0.1, margin=0.001)],
+)  # fmt: skip
+def test_a_rate_written_as_text_reads_back_as_the_same_rate(rate: an.Rate) -> None:
+    # The shared-limits refusal tells the user to pass this text to set_rate.
+    assert an.Rate.parse(str(rate)) == rate
+
+
+@pytest.mark.parametrize("text", ["\u0662\u0660/s", "20/s burst \u0661", "\uff12\uff10/s"])
+def test_a_rate_text_takes_ascii_digits_only(text: str) -> None:
+    with pytest.raises(an.ResourceTagError, match="is not understood"):
+        an.Rate.parse(text)

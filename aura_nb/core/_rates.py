@@ -54,12 +54,12 @@ UNLIMITED = sys.maxsize
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
-_NUMBER = r"\d+(?:\.\d+)?"
+_NUMBER = r"\d+(?:\.\d+)?(?:e[-+]?\d+)?"  # what str(Rate) writes reads back
 _TEXT = re.compile(
     rf"\s*(\d+)\s*/\s*({_NUMBER})?\s*([a-z]+)"  # 20/s, 5/2s
     r"(?:\s*,?\s*burst\s*=?\s*(\d+))?"  # burst 1
     rf"(?:\s*,?\s*margin\s*=?\s*({_NUMBER})\s*([a-z]+))?\s*",  # margin 20ms
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # digits are 0-9
 )
 #: A token comes back this much after ``per`` (seconds): the work starts a few
 #: microseconds after its token was taken, by an amount that varies, so without it
@@ -79,8 +79,18 @@ def _unit(word: str) -> float | None:
     return _UNITS.get(word, _UNITS.get(word[:-1]) if word.endswith("s") else None)
 
 
+def _number_text(x: float) -> str:
+    """A number as text that reads back as the same float: short when that is exact."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
+
+
 def _seconds_text(seconds: float) -> str:
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+    if seconds < 1:
+        ms = _number_text(seconds * 1000)
+        if float(ms) * 0.001 == seconds:
+            return f"{ms}ms"
+    return f"{_number_text(seconds)}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +176,7 @@ class Rate:
         )
 
     def __str__(self) -> str:
-        text = f"{self.limit}/s" if self.per == 1.0 else f"{self.limit}/{self.per:g}s"
+        text = f"{self.limit}/s" if self.per == 1.0 else f"{self.limit}/{_number_text(self.per)}s"
         if self.burst != self.limit:
             text += f" burst {self.burst}"
         return f"{text} margin {_seconds_text(self.margin)}" if self.margin else text
